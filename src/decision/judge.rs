@@ -1,0 +1,191 @@
+//! Required client mode and verdicts (contract section 5): the one entry point.
+
+use super::client::{client_mode, ClientMode};
+use super::exemption::{exemption, ingress_gateway_present, Exemption};
+use super::host::{resolve_host, HostTarget};
+use super::server::{server_mode, ServerDecision, ServerMode, Subject};
+use super::verdict::{Finding, Outcome, PortScope, Required, Verdict, Warning, WarningCode};
+use crate::model::{DestinationRule, ObjectKind, ObjectRef};
+use crate::settings::Settings;
+use crate::snapshot::Snapshot;
+
+/// Judges `rule` as admitted in `namespace` (the rule's own namespace when it has one).
+pub fn judge(
+    snapshot: &Snapshot,
+    settings: &Settings,
+    rule: &DestinationRule,
+    namespace: &str,
+) -> Verdict {
+    let namespace = rule.metadata.namespace.as_deref().unwrap_or(namespace);
+    let spec = &rule.spec;
+    let target = resolve_host(snapshot, &spec.host, namespace, &settings.cluster_domain);
+    let mut verdict = Verdict {
+        rule: ObjectRef {
+            kind: ObjectKind::DestinationRule,
+            namespace: namespace.to_string(),
+            name: rule.metadata.name.clone().unwrap_or_default(),
+        },
+        host: spec.host.clone(),
+        target: target.clone(),
+        findings: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let mut warnings = Vec::new();
+    let root = settings.root_namespace.as_str();
+
+    // Each port's server side and exemption, computed once for all subsets.
+    let mut ports: Vec<(PortScope, ServerDecision, Option<Exemption>)> = Vec::new();
+    match &target {
+        HostTarget::OutOfScope => return verdict,
+        HostTarget::Service {
+            namespace: ns,
+            name,
+            known,
+        } => {
+            let entry = snapshot.service(ns, name);
+            let scopes = match entry {
+                Some(svc) => svc
+                    .ports
+                    .iter()
+                    .map(|p| PortScope::Port {
+                        number: p.port,
+                        name: p.name.clone(),
+                    })
+                    .collect(),
+                None => named_ports(rule),
+            };
+            if !known {
+                warnings.push(Warning {
+                    code: WarningCode::UnknownService,
+                    message: format!(
+                        "host {} names service {ns}/{name}, which is not known; judged at namespace and mesh level (and by name for Policy targets) over the ports the rule names",
+                        spec.host
+                    ),
+                });
+            }
+            let gateway = ingress_gateway_present(snapshot, settings);
+            let subject = Subject::Service {
+                namespace: ns,
+                name,
+                entry,
+            };
+            for port in scopes {
+                let server = server_mode(snapshot, root, subject, &port, &mut warnings);
+                let ex = exemption(snapshot, settings, gateway, ns, name, &server);
+                if let (Some(Exemption::Ingress(_)), ServerMode::Strict) = (&ex, server.mode) {
+                    warnings.push(missing_server_exemption(ns, name, &server, &ex));
+                }
+                ports.push((port, server, ex));
+            }
+        }
+        HostTarget::NamespaceWide { namespace: ns } => {
+            for port in named_ports(rule) {
+                let server =
+                    server_mode(snapshot, root, Subject::Namespace(ns), &port, &mut warnings);
+                ports.push((port, server, None));
+            }
+        }
+        HostTarget::MeshWide => {
+            for port in named_ports(rule) {
+                let server = server_mode(snapshot, root, Subject::Mesh, &port, &mut warnings);
+                ports.push((port, server, None));
+            }
+        }
+    }
+
+    for (port, server, ex) in ports {
+        let required = required_mode(&server, ex.as_ref());
+        let subsets = std::iter::once(None).chain((0..spec.subsets.len()).map(Some));
+        for subset in subsets {
+            let (client, client_source) = client_mode(spec, port.number(), subset);
+            let outcome = outcome(&client, &required, ex.is_some(), settings.auto_mtls);
+            verdict.findings.push(Finding {
+                port: port.clone(),
+                subset: subset.map(|i| (i, spec.subsets[i].name.clone())),
+                client,
+                client_source,
+                server: server.clone(),
+                exemption: ex.clone(),
+                required: required.clone(),
+                outcome,
+            });
+        }
+    }
+    for w in warnings {
+        if !verdict.warnings.contains(&w) {
+            verdict.warnings.push(w);
+        }
+    }
+    verdict
+}
+
+/// The ports a wildcard or unknown-service rule covers: those it names, then every other.
+fn named_ports(rule: &DestinationRule) -> Vec<PortScope> {
+    let spec = &rule.spec;
+    let policies = spec.traffic_policy.iter().chain(
+        spec.subsets
+            .iter()
+            .filter_map(|s| s.traffic_policy.as_ref()),
+    );
+    let mut numbers: Vec<u32> = policies
+        .flat_map(|tp| tp.port_level_settings.iter())
+        .filter_map(|e| e.port.as_ref().and_then(|p| p.number))
+        .collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    numbers
+        .into_iter()
+        .map(|number| PortScope::Port { number, name: None })
+        .chain(std::iter::once(PortScope::Other))
+        .collect()
+}
+
+/// The first table of section 5.
+fn required_mode(server: &ServerDecision, ex: Option<&Exemption>) -> Required {
+    if ex.is_some() {
+        return Required::Mode(ClientMode::Disable);
+    }
+    match server.mode {
+        ServerMode::Strict => Required::Mode(ClientMode::IstioMutual),
+        ServerMode::Plaintext => Required::Mode(ClientMode::Disable),
+        ServerMode::Permissive | ServerMode::None => Required::Any,
+    }
+}
+
+/// The second table of section 5: the first matching row decides.
+fn outcome(client: &ClientMode, required: &Required, exempt: bool, auto_mtls: bool) -> Outcome {
+    match required {
+        r if r.accepts(client) => Outcome::Ok,
+        _ if *client == ClientMode::Unset && auto_mtls => Outcome::Ok,
+        Required::Mode(m) if *client == ClientMode::Unset => Outcome::Fill(m.clone()),
+        _ if *client == ClientMode::IstioMutual && exempt => Outcome::Patch(ClientMode::Disable),
+        _ => Outcome::Conflict,
+    }
+}
+
+fn missing_server_exemption(
+    namespace: &str,
+    name: &str,
+    server: &ServerDecision,
+    ex: &Option<Exemption>,
+) -> Warning {
+    let decider = server
+        .decider
+        .as_ref()
+        .map_or_else(|| "a policy".to_string(), |d| d.object.to_string());
+    let how = match server.decider.as_ref().map(|d| d.object.kind) {
+        Some(ObjectKind::PeerAuthentication) => format!(
+            "add a PeerAuthentication in {namespace} whose selector matches {name}'s pods with mtls mode DISABLE"
+        ),
+        _ => format!(
+            "apply a Policy such as `disable-mtls-productpage` in {namespace} with `targets: [{{name: {name}}}]` and `peers: []`"
+        ),
+    };
+    let reason = ex.as_ref().map(|e| e.reason(name)).unwrap_or_default();
+    Warning {
+        code: WarningCode::MissingServerExemption,
+        message: format!(
+            "{reason}, but {decider} still requires mutual TLS (STRICT) on the server side, so plaintext calls from the ingress will fail until a service-specific exemption exists: {how}"
+        ),
+    }
+}

@@ -1,0 +1,19 @@
+//! The pure decision core: given a snapshot, the settings and a DestinationRule,
+//! what every (port, subset) scope of the rule must look like and whether it does.
+//!
+//! No I/O and no async: the webhook, the `check` command and the benchmarks all
+//! call [`judge`] the same way. Each submodule holds one section of the contract.
+
+mod client;
+pub mod exemption;
+mod host;
+mod judge;
+mod server;
+mod verdict;
+
+pub use client::{ClientMode, ClientSource, TlsScope};
+pub use exemption::{Exemption, IngressVia};
+pub use host::{resolve_host, HostTarget};
+pub use judge::judge;
+pub use server::{server_mode, Decider, Level, ServerDecision, ServerMode, Subject};
+pub use verdict::{Finding, Outcome, PortScope, Required, Verdict, Warning, WarningCode};

@@ -1,0 +1,233 @@
+//! What a judgement returns: one finding per (port, subset) scope, and warnings.
+
+use super::client::{ClientMode, ClientSource};
+use super::exemption::Exemption;
+use super::host::HostTarget;
+use super::server::ServerDecision;
+use crate::model::{DestinationRuleSpec, ObjectRef};
+use std::fmt;
+
+/// The ports a finding is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PortScope {
+    /// A Service port (with its name, when the Service is known).
+    Port { number: u32, name: Option<String> },
+    /// Every port a wildcard or unknown-service rule does not name.
+    Other,
+}
+
+impl PortScope {
+    pub fn number(&self) -> Option<u32> {
+        match self {
+            PortScope::Port { number, .. } => Some(*number),
+            PortScope::Other => None,
+        }
+    }
+}
+
+impl fmt::Display for PortScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortScope::Port { number, .. } => write!(f, "port {number}"),
+            PortScope::Other => f.write_str("other ports"),
+        }
+    }
+}
+
+/// The client mode the server side calls for (contract section 5, first table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Required {
+    Any,
+    Mode(ClientMode),
+}
+
+impl Required {
+    pub fn accepts(&self, mode: &ClientMode) -> bool {
+        match self {
+            Required::Any => true,
+            Required::Mode(m) => m == mode,
+        }
+    }
+}
+
+/// The verdict of one scope (contract section 5, second table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// The rule sets no TLS and auto mTLS is off: add this mode.
+    Fill(ClientMode),
+    /// ISTIO_MUTUAL towards an exempt port: change it to this mode (DISABLE).
+    Patch(ClientMode),
+    Conflict,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub port: PortScope,
+    /// Index into `spec.subsets` and the subset's name; `None` for the rule itself.
+    pub subset: Option<(usize, String)>,
+    pub client: ClientMode,
+    pub client_source: ClientSource,
+    pub server: ServerDecision,
+    pub exemption: Option<Exemption>,
+    pub required: Required,
+    pub outcome: Outcome,
+}
+
+/// Stable codes, documented in docs/codes.md and printed by `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WarningCode {
+    /// A deciding v1alpha1 policy has a `peers` element without `mtls` (a dropped YAML null).
+    PeerWithoutMtls,
+    /// Several objects apply at one level; the oldest decides.
+    Tie,
+    /// The host names a service the snapshot does not have.
+    UnknownService,
+    /// A workload PeerAuthentication selects only some of the service's pods.
+    PartialPeerAuthentication,
+    /// `portLevelMtls` cannot be mapped through a named `targetPort`.
+    NamedTargetPort,
+    /// An ingress-exempt service whose server side still requires mTLS.
+    MissingServerExemption,
+}
+
+impl WarningCode {
+    pub fn code(&self) -> &'static str {
+        match self {
+            WarningCode::PeerWithoutMtls => "MG201",
+            WarningCode::Tie => "MG202",
+            WarningCode::UnknownService => "MG203",
+            WarningCode::PartialPeerAuthentication => "MG204",
+            WarningCode::NamedTargetPort => "MG205",
+            WarningCode::MissingServerExemption => "MG206",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub code: WarningCode,
+    pub message: String,
+}
+
+/// The judgement of one DestinationRule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub rule: ObjectRef,
+    /// The host as the rule writes it.
+    pub host: String,
+    pub target: HostTarget,
+    pub findings: Vec<Finding>,
+    /// Deduplicated, in the order first met.
+    pub warnings: Vec<Warning>,
+}
+
+impl Verdict {
+    pub fn conflicts(&self) -> impl Iterator<Item = &Finding> {
+        self.findings
+            .iter()
+            .filter(|f| f.outcome == Outcome::Conflict)
+    }
+
+    /// Findings the mutating webhook would change (fill or patch).
+    pub fn changes(&self) -> impl Iterator<Item = &Finding> {
+        self.findings
+            .iter()
+            .filter(|f| matches!(f.outcome, Outcome::Fill(_) | Outcome::Patch(_)))
+    }
+
+    pub fn has_conflict(&self) -> bool {
+        self.conflicts().next().is_some()
+    }
+
+    pub fn has_change(&self) -> bool {
+        self.changes().next().is_some()
+    }
+
+    /// The host as messages name it: the FQDN for one service, as written otherwise.
+    pub fn display_host(&self, cluster_domain: &str) -> String {
+        match &self.target {
+            HostTarget::Service {
+                namespace, name, ..
+            } => format!("{name}.{namespace}.svc.{cluster_domain}"),
+            _ => self.host.clone(),
+        }
+    }
+
+    /// The contract's section 6 message for one finding that is not ok.
+    pub fn message(&self, f: &Finding, cluster_domain: &str) -> String {
+        let mut at = format!("{} {}", self.display_host(cluster_domain), f.port);
+        if let Some((_, name)) = &f.subset {
+            at.push_str(&format!(" subset {name}"));
+        }
+        let service = match &self.target {
+            HostTarget::Service { name, .. } => name.as_str(),
+            _ => "the service",
+        };
+        let reason = f.reason(service);
+        match &f.outcome {
+            Outcome::Ok => format!("{at}: tls mode {}, accepted ({reason})", f.client),
+            Outcome::Fill(m) => {
+                format!("{at}: no tls mode and auto mTLS is off; set {m} because {reason}")
+            }
+            Outcome::Patch(m) => format!("{at}: tls mode {}, but {reason}; set {m}", f.client),
+            Outcome::Conflict => format!(
+                "{at}: tls mode {}, but {reason}; {}",
+                f.client,
+                f.fix(service)
+            ),
+        }
+    }
+
+    /// Where a change for `f` goes, as `check` prints it.
+    pub fn location(&self, f: &Finding, spec: &DestinationRuleSpec) -> String {
+        f.client_source.describe(spec)
+    }
+}
+
+impl Finding {
+    /// Why the required mode is what it is, naming the object that requires it.
+    pub fn reason(&self, service: &str) -> String {
+        if let Some(ex) = &self.exemption {
+            return ex.reason(service);
+        }
+        let Some(d) = &self.server.decider else {
+            return "no policy applies".to_string();
+        };
+        match self.server.mode {
+            super::ServerMode::Strict => {
+                format!("{} requires mutual TLS (STRICT)", d.object)
+            }
+            super::ServerMode::Plaintext => {
+                format!("{} disables mutual TLS (PLAINTEXT)", d.object)
+            }
+            super::ServerMode::Permissive => {
+                format!("{} accepts both (PERMISSIVE)", d.object)
+            }
+            super::ServerMode::None => "no policy applies".to_string(),
+        }
+    }
+
+    /// How to resolve a conflict.
+    pub fn fix(&self, service: &str) -> String {
+        let Required::Mode(required) = &self.required else {
+            return String::new();
+        };
+        if self.exemption.is_some() {
+            return format!("use {required}");
+        }
+        let Some(d) = &self.server.decider else {
+            return format!("use {required}");
+        };
+        use crate::model::ObjectKind;
+        match (&self.server.mode, d.object.kind) {
+            (super::ServerMode::Strict, ObjectKind::PeerAuthentication) => format!(
+                "use {required} or add a PeerAuthentication selecting {service} with mtls mode DISABLE"
+            ),
+            (super::ServerMode::Strict, _) => {
+                format!("use {required} or add a service-specific exemption Policy")
+            }
+            (_, _) => format!("use {required} or enable mutual TLS in {}", d.object),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! authentication.istio.io/v1alpha1 `Policy` and `MeshPolicy` (removed from Istio
+//! in 1.6, still found in clusters that were never migrated).
+
+use super::{null_default, present};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
+
+/// A `Policy` or a `MeshPolicy`: both share one spec.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthPolicy {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default, deserialize_with = "null_default")]
+    pub spec: AuthPolicySpec,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthPolicySpec {
+    #[serde(default, deserialize_with = "null_default")]
+    pub targets: Vec<PolicyTarget>,
+    /// `None` when absent; `Some(vec![])` for `peers: []`. Both mean PLAINTEXT.
+    #[serde(default)]
+    pub peers: Option<Vec<PeerMethod>>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub peer_is_optional: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PolicyTarget {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub ports: Vec<PolicyPort>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PolicyPort {
+    #[serde(default)]
+    pub number: Option<u32>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// One element of `peers`. `mtls` is `Some(None)` for the YAML null `mtls:`
+/// (STRICT, as `kubectl create` sends it) and `None` when the key is missing,
+/// which is what client-side `kubectl apply` turns that null into.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PeerMethod {
+    #[serde(default, deserialize_with = "present")]
+    pub mtls: Option<Option<PolicyMtls>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyMtls {
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub allow_tls: bool,
+}
+
+/// The server mode one v1alpha1 policy sets, before precedence (contract section 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyMode {
+    Strict,
+    Permissive,
+    Plaintext,
+}
+
+impl AuthPolicySpec {
+    /// The first element of `peers` with an `mtls` key decides; none gives PLAINTEXT.
+    pub fn mode(&self) -> PolicyMode {
+        let first = self.peers.iter().flatten().find_map(|p| p.mtls.as_ref());
+        match first {
+            None => PolicyMode::Plaintext,
+            Some(mtls) => {
+                let mtls = mtls.clone().unwrap_or_default();
+                let permissive = mtls
+                    .mode
+                    .as_deref()
+                    .is_some_and(|m| m.eq_ignore_ascii_case("PERMISSIVE"))
+                    || mtls.allow_tls
+                    || self.peer_is_optional;
+                if permissive {
+                    PolicyMode::Permissive
+                } else {
+                    PolicyMode::Strict
+                }
+            }
+        }
+    }
+
+    /// True when an element of `peers` lacks the `mtls` key: the trace of a YAML
+    /// `mtls:` null dropped by client-side apply (contract section 2, "Beware").
+    pub fn has_peer_without_mtls(&self) -> bool {
+        self.peers.iter().flatten().any(|p| p.mtls.is_none())
+    }
+}
