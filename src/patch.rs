@@ -1,1 +1,260 @@
-//! (being written)
+//! Patch planning (contract section 6, mutating): the RFC 6902 JSON Patch that
+//! performs every fill and patch of a verdict and touches nothing else.
+//!
+//! A change goes where the decision came from. When every port a scope's `tls`
+//! covers wants the same mode, that `tls` changes; when only some do, each of
+//! them gets its own `portLevelSettings` entry (with a copy of the scope's other
+//! settings), and ports the change must not move are pinned to what they had.
+
+use crate::decision::{ClientMode, ClientSource, Finding, Outcome, PortScope, TlsScope, Verdict};
+use crate::model::DestinationRuleSpec;
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+/// Settings a `portLevelSettings` entry may carry besides `port` and `tls`
+/// (the CRD's `PortTrafficPolicy`), copied so that a new entry changes only TLS.
+const PORT_SETTINGS: [&str; 3] = ["connectionPool", "loadBalancer", "outlierDetection"];
+
+/// A planned patch and one human sentence per change, for admission warnings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub patch: Patch,
+    pub changes: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.patch.0.is_empty()
+    }
+}
+
+/// What one port of a group needs.
+struct PortNeed<'a> {
+    finding: &'a Finding,
+    /// The mode a fill or patch sets; `None` when the port is left as it is.
+    set: Option<&'a ClientMode>,
+}
+
+/// Plans the patch for `verdict`, computed against `raw`, the object as admitted.
+pub fn plan(verdict: &Verdict, spec: &DestinationRuleSpec, raw: &Value) -> Plan {
+    let mut plan = Plan::default();
+    if !verdict.has_change() {
+        return plan;
+    }
+    // One entry per port and source: subsets that inherit a scope's mode repeat it.
+    let mut groups: BTreeMap<ClientSource, BTreeMap<PortScope, PortNeed>> = BTreeMap::new();
+    for f in &verdict.findings {
+        let set = match &f.outcome {
+            Outcome::Fill(m) | Outcome::Patch(m) => Some(m),
+            Outcome::Ok | Outcome::Conflict => None,
+        };
+        groups
+            .entry(f.client_source)
+            .or_default()
+            .entry(f.port.clone())
+            .or_insert(PortNeed { finding: f, set });
+    }
+    let mut builder = Builder {
+        raw,
+        ops: Vec::new(),
+        created: Vec::new(),
+    };
+    for (source, ports) in &groups {
+        if ports.values().all(|p| p.set.is_none()) {
+            continue;
+        }
+        match *source {
+            ClientSource::PortEntry(scope, j) => {
+                for need in ports.values().filter(|p| p.set.is_some()) {
+                    let tls = format!("{}/portLevelSettings/{j}/tls", tp_pointer(scope));
+                    builder.set_mode(&tls, need.set.unwrap_or(&ClientMode::Unset));
+                    let place = format!("{}.mode", source.describe(spec));
+                    plan.changes
+                        .push(change(verdict, need, &set_action(&place, need)));
+                }
+            }
+            ClientSource::ScopeTls(scope) => plan_scope(
+                verdict,
+                spec,
+                &mut builder,
+                &mut plan.changes,
+                *source,
+                scope,
+                ports,
+            ),
+        }
+    }
+    plan.patch = Patch(builder.ops);
+    plan
+}
+
+fn plan_scope(
+    verdict: &Verdict,
+    spec: &DestinationRuleSpec,
+    b: &mut Builder,
+    changes: &mut Vec<String>,
+    source: ClientSource,
+    scope: TlsScope,
+    ports: &BTreeMap<PortScope, PortNeed>,
+) {
+    let tp = tp_pointer(scope);
+    // The mode the scope's own `tls` should get, if it should change at all.
+    let other = ports.get(&PortScope::Other).and_then(|p| p.set);
+    let single = {
+        let mut wanted = ports.values().filter_map(|p| p.set);
+        let first = wanted.next();
+        first.filter(|m| {
+            ports.values().all(|p| match p.set {
+                Some(s) => s == *m,
+                None => p.finding.outcome == Outcome::Ok && p.finding.required.accepts(m),
+            })
+        })
+    };
+    let scope_mode = other.or(single);
+    if let Some(mode) = scope_mode {
+        b.ensure_object(&tp);
+        b.set_mode(&format!("{tp}/tls"), mode);
+        let need = ports
+            .values()
+            .find(|p| p.set == Some(mode))
+            .expect("the scope mode comes from a port that needs it");
+        let place = format!("{}.mode", source.describe(spec));
+        changes.push(change(verdict, need, &set_action(&place, need)));
+    }
+    for (port, need) in ports {
+        let Some(number) = port.number() else {
+            continue;
+        };
+        let entry_tls = match (need.set, scope_mode) {
+            // Already served by the scope's new mode.
+            (Some(m), Some(s)) if m == s => continue,
+            (Some(m), _) => Some(json!({ "mode": m.as_str() })),
+            // Untouched ports keep their mode unless the scope change moves them.
+            (None, None) => continue,
+            (None, Some(s)) => {
+                let f = need.finding;
+                if f.outcome == Outcome::Ok && f.required.accepts(s) {
+                    continue;
+                }
+                // Pin what the scope gave before: its raw `tls`, or none (UNSET).
+                match b.get(&format!("{tp}/tls")) {
+                    Some(Value::Null) | None => None,
+                    Some(v) => Some(v.clone()),
+                }
+            }
+        };
+        let mut entry = Map::new();
+        entry.insert("port".into(), json!({ "number": number }));
+        for key in PORT_SETTINGS {
+            if let Some(v) = b.get(&format!("{tp}/{key}")).filter(|v| !v.is_null()) {
+                entry.insert(key.into(), v.clone());
+            }
+        }
+        if let Some(tls) = entry_tls {
+            entry.insert("tls".into(), tls);
+        }
+        b.ensure_object(&tp);
+        b.ensure_array(&format!("{tp}/portLevelSettings"));
+        b.add(&format!("{tp}/portLevelSettings/-"), Value::Object(entry));
+        let what = match need.set {
+            Some(m) => format!("a portLevelSettings entry for port {number} with tls mode {m}"),
+            None => format!(
+                "a portLevelSettings entry for port {number} keeping tls mode {}",
+                need.finding.client
+            ),
+        };
+        let scope_desc = match scope {
+            TlsScope::Top => "spec.trafficPolicy".to_string(),
+            TlsScope::Subset(i) => {
+                format!("spec.subsets[{}].trafficPolicy", spec.subsets[i].name)
+            }
+        };
+        changes.push(match need.set {
+            Some(_) => change(verdict, need, &format!("added {what} in {scope_desc}")),
+            None => format!("mtls-guard: added {what} in {scope_desc}, so that the change of {scope_desc}.tls does not move it"),
+        });
+    }
+}
+
+fn tp_pointer(scope: TlsScope) -> String {
+    ClientSource::traffic_policy_pointer(scope)
+}
+
+/// The admission warning for one change: what was done, where, and why.
+fn change(verdict: &Verdict, need: &PortNeed, action: &str) -> String {
+    let service = match &verdict.target {
+        crate::decision::HostTarget::Service { name, .. } => name.as_str(),
+        _ => "the service",
+    };
+    format!(
+        "mtls-guard: {action} because {}",
+        need.finding.reason(service)
+    )
+}
+
+/// "set X to M (was N)".
+fn set_action(place: &str, need: &PortNeed) -> String {
+    let mode = need.set.map_or("", |m| m.as_str());
+    match &need.finding.client {
+        ClientMode::Unset => format!("set {place} to {mode}"),
+        was => format!("set {place} to {mode} (was {was})"),
+    }
+}
+
+/// Accumulates operations, remembering which parents it has created so that
+/// later operations see them (the API server rejects an `add` whose parent is missing).
+struct Builder<'a> {
+    raw: &'a Value,
+    ops: Vec<PatchOperation>,
+    created: Vec<(String, Value)>,
+}
+
+impl Builder<'_> {
+    fn get(&self, pointer: &str) -> Option<&Value> {
+        if let Some((_, v)) = self.created.iter().rev().find(|(p, _)| p == pointer) {
+            return Some(v);
+        }
+        if self
+            .created
+            .iter()
+            .any(|(p, _)| pointer.starts_with(&format!("{p}/")))
+        {
+            // Inside something this plan created empty.
+            return None;
+        }
+        self.raw.pointer(pointer)
+    }
+
+    fn add(&mut self, pointer: &str, value: Value) {
+        let path = PointerBuf::from_tokens(pointer.trim_start_matches('/').split('/'));
+        self.ops
+            .push(PatchOperation::Add(AddOperation { path, value }));
+    }
+
+    fn ensure_object(&mut self, pointer: &str) {
+        if !matches!(self.get(pointer), Some(Value::Object(_))) {
+            self.add(pointer, json!({}));
+            self.created.push((pointer.to_string(), json!({})));
+        }
+    }
+
+    fn ensure_array(&mut self, pointer: &str) {
+        if !matches!(self.get(pointer), Some(Value::Array(_))) {
+            self.add(pointer, json!([]));
+            self.created.push((pointer.to_string(), json!([])));
+        }
+    }
+
+    /// Sets `<tls>.mode`, keeping the `tls` object's other fields when it has one.
+    fn set_mode(&mut self, tls: &str, mode: &ClientMode) {
+        if matches!(self.get(tls), Some(Value::Object(_))) {
+            self.add(&format!("{tls}/mode"), json!(mode.as_str()));
+        } else {
+            self.add(tls, json!({ "mode": mode.as_str() }));
+            self.created
+                .push((tls.to_string(), json!({ "mode": mode.as_str() })));
+        }
+    }
+}
