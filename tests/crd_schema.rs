@@ -46,7 +46,10 @@ fn snapshot(policy_peers: Value, extra: Vec<Value>) -> Snapshot {
     ];
     for (name, ports) in [
         ("productpage", json!([{"name": "http", "port": 9080}])),
-        ("reviews", json!([{"name": "http", "port": 9080}, {"name": "grpc", "port": 9090}])),
+        (
+            "reviews",
+            json!([{"name": "http", "port": 9080}, {"name": "grpc", "port": 9090}]),
+        ),
         ("ratings", json!([{"name": "http", "port": 9080}])),
         ("details", json!([{"name": "http", "port": 9080}])),
     ] {
@@ -55,11 +58,16 @@ fn snapshot(policy_peers: Value, extra: Vec<Value>) -> Snapshot {
             "spec": {"selector": {"app": name}, "ports": ports}}));
     }
     // reviews:9090 is exempted at service-port level: ports of one rule need different modes.
-    objs.push(json!({"apiVersion": "authentication.istio.io/v1alpha1", "kind": "Policy",
+    objs.push(
+        json!({"apiVersion": "authentication.istio.io/v1alpha1", "kind": "Policy",
         "metadata": {"name": "reviews-grpc-plain", "namespace": "bookinfo"},
-        "spec": {"targets": [{"name": "reviews", "ports": [{"number": 9090}]}], "peers": []}}));
+        "spec": {"targets": [{"name": "reviews", "ports": [{"number": 9090}]}], "peers": []}}),
+    );
     objs.extend(extra);
-    Snapshot::from_objects(objs.into_iter().map(|v| MeshObject::from_value(v).unwrap().unwrap()))
+    Snapshot::from_objects(
+        objs.into_iter()
+            .map(|v| MeshObject::from_value(v).unwrap().unwrap()),
+    )
 }
 
 /// Rule variants built from the captured objects: every place a change can go.
@@ -73,9 +81,13 @@ fn variants(object: &Value) -> Vec<Value> {
     set(&|o| {
         o["spec"].as_object_mut().unwrap().remove("trafficPolicy");
     });
-    set(&|o| o["spec"]["trafficPolicy"] = json!({"loadBalancer": {"simple": "RANDOM"}, "connectionPool": {"tcp": {"maxConnections": 10}}}));
+    set(
+        &|o| o["spec"]["trafficPolicy"] = json!({"loadBalancer": {"simple": "RANDOM"}, "connectionPool": {"tcp": {"maxConnections": 10}}}),
+    );
     set(&|o| o["spec"]["trafficPolicy"] = json!({"tls": {}}));
-    set(&|o| o["spec"]["trafficPolicy"] = json!({"tls": {"mode": "ISTIO_MUTUAL", "sni": "x.example"}, "portLevelSettings": [{"port": {"number": 9080}, "loadBalancer": {"simple": "LEAST_REQUEST"}}]}));
+    set(
+        &|o| o["spec"]["trafficPolicy"] = json!({"tls": {"mode": "ISTIO_MUTUAL", "sni": "x.example"}, "portLevelSettings": [{"port": {"number": 9080}, "loadBalancer": {"simple": "LEAST_REQUEST"}}]}),
+    );
     set(&|o| {
         o["spec"]["trafficPolicy"] = json!({"outlierDetection": {"consecutive5xxErrors": 3}});
         if let Some(subsets) = o["spec"].get_mut("subsets").and_then(Value::as_array_mut) {
@@ -95,16 +107,26 @@ fn variants(object: &Value) -> Vec<Value> {
 }
 
 fn patched(snap: &Snapshot, body: &Value) -> Option<Value> {
-    let r = review(snap, &Settings::default(), Endpoint::Mutate, &serde_json::to_vec(body).unwrap());
+    let r = review(
+        snap,
+        &Settings::default(),
+        Endpoint::Mutate,
+        &serde_json::to_vec(body).unwrap(),
+    );
     let resp: Value = serde_json::from_slice(&r.body).unwrap();
     if r.verdict != ReviewVerdict::Patched {
         return None;
     }
     let b64 = resp["response"]["patch"].as_str().unwrap();
-    let patch: json_patch::Patch =
-        serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
+    .unwrap();
     let mut obj = body["request"]["object"].clone();
-    json_patch::patch(&mut obj, &patch).unwrap_or_else(|e| panic!("patch does not apply: {e}\n{patch:?}\n{obj:#}"));
+    json_patch::patch(&mut obj, &patch)
+        .unwrap_or_else(|e| panic!("patch does not apply: {e}\n{patch:?}\n{obj:#}"));
     Some(obj)
 }
 
@@ -121,7 +143,9 @@ fn every_patch_leaves_a_schema_valid_rule_with_nothing_left_to_change() {
     for entry in std::fs::read_dir(shared().join("admission")).unwrap() {
         let path = entry.unwrap().path();
         let body: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        if body["request"]["kind"]["kind"] != "DestinationRule" || body["request"]["object"].is_null() {
+        if body["request"]["kind"]["kind"] != "DestinationRule"
+            || body["request"]["object"].is_null()
+        {
             continue;
         }
         for variant in variants(&body["request"]["object"]) {
@@ -129,16 +153,29 @@ fn every_patch_leaves_a_schema_valid_rule_with_nothing_left_to_change() {
             b["request"]["object"] = variant;
             for snap in &snaps {
                 judged += 1;
-                let Some(obj) = patched(snap, &b) else { continue };
+                let Some(obj) = patched(snap, &b) else {
+                    continue;
+                };
                 patched_count += 1;
                 for (version, schema) in &schemas {
-                    let errors: Vec<String> = schema.iter_errors(&obj).map(|e| format!("{e} at {}", e.instance_path())).collect();
-                    assert!(errors.is_empty(), "{}: patched object invalid for {version}: {errors:#?}\n{obj:#}", path.display());
+                    let errors: Vec<String> = schema
+                        .iter_errors(&obj)
+                        .map(|e| format!("{e} at {}", e.instance_path()))
+                        .collect();
+                    assert!(
+                        errors.is_empty(),
+                        "{}: patched object invalid for {version}: {errors:#?}\n{obj:#}",
+                        path.display()
+                    );
                 }
                 // Re-judge: the patched rule needs no further fill or patch.
                 let mut again = b.clone();
                 again["request"]["object"] = obj.clone();
-                assert!(patched(snap, &again).is_none(), "{}: still patched after patching:\n{obj:#}", path.display());
+                assert!(
+                    patched(snap, &again).is_none(),
+                    "{}: still patched after patching:\n{obj:#}",
+                    path.display()
+                );
             }
         }
     }
