@@ -150,7 +150,12 @@ impl Snapshot {
                 MeshObject::Policy(p) => snap.add_policy(&p),
                 MeshObject::MeshPolicy(p) => snap.add_mesh_policy(&p),
                 MeshObject::PeerAuthentication(pa) => snap.add_peer_auth(&pa),
-                MeshObject::DestinationRule(..) => {}
+                MeshObject::DestinationRule(dr, _) => {
+                    // Not indexed, but it makes its namespace known (for `s.n` hosts).
+                    if let Some(ns) = &dr.metadata.namespace {
+                        snap.namespaces.entry(ns.clone()).or_default();
+                    }
+                }
                 MeshObject::Service(s) => snap.add_service(&s),
                 MeshObject::Ingress(i) => ingresses.push(*i),
                 MeshObject::IngressClass(c) => classes.push(*c),
@@ -326,11 +331,12 @@ impl Snapshot {
                 Some(c) => is_istio_class(c),
                 None => default_is_istio,
             };
+            let object = meta_ref(ObjectKind::Ingress, &ing.metadata);
+            // Any object makes its namespace known, a mesh Ingress included.
+            let ns = self.namespaces.entry(object.namespace.clone()).or_default();
             if mesh {
                 continue;
             }
-            let object = meta_ref(ObjectKind::Ingress, &ing.metadata);
-            let ns = self.namespaces.entry(object.namespace.clone()).or_default();
             for backend in ingress_backends(ing) {
                 ns.ingress_backends
                     .entry(backend)

@@ -173,8 +173,12 @@ fn missing_server_exemption(
         .decider
         .as_ref()
         .map_or_else(|| "a policy".to_string(), |d| d.object.to_string());
-    let how = match server.decider.as_ref().map(|d| d.object.kind) {
-        Some(ObjectKind::PeerAuthentication) => format!(
+    let how = match server.decider.as_ref().map(|d| (d.object.kind, d.level)) {
+        // A targeted STRICT setting would still win over a newer exemption.
+        Some((_, level)) if level.is_targeted() => format!(
+            "change {decider}, which requires mutual TLS for {name} at {level} level"
+        ),
+        Some((ObjectKind::PeerAuthentication, _)) => format!(
             "add a PeerAuthentication in {namespace} whose selector matches {name}'s pods with mtls mode DISABLE"
         ),
         _ => format!(

@@ -309,7 +309,9 @@ fn by_policy(
                 .number()
                 .and_then(|n| entry.and_then(|s| s.port(n)))
                 .and_then(|p| p.name.as_deref());
-            let by_port: Vec<&Arc<PolicyEntry>> = targets
+            // A Policy may name the service in several targets: it is still one object
+            // (targets are sorted by age, so its entries are adjacent).
+            let mut by_port: Vec<&Arc<PolicyEntry>> = targets
                 .iter()
                 .filter(|t| {
                     port.number().is_some_and(|n| t.port_numbers.contains(&n))
@@ -317,14 +319,16 @@ fn by_policy(
                 })
                 .map(|t| &t.policy)
                 .collect();
+            by_port.dedup_by(|a, b| a.object == b.object);
             if let Some(d) = decide(&by_port, Level::ServicePort) {
                 return d;
             }
-            let whole: Vec<&Arc<PolicyEntry>> = targets
+            let mut whole: Vec<&Arc<PolicyEntry>> = targets
                 .iter()
                 .filter(|t| t.port_numbers.is_empty() && t.port_names.is_empty())
                 .map(|t| &t.policy)
                 .collect();
+            whole.dedup_by(|a, b| a.object == b.object);
             if let Some(d) = decide(&whole, Level::Service) {
                 return d;
             }

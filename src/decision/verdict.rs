@@ -156,7 +156,14 @@ impl Verdict {
 
     /// The contract's section 6 message for one finding that is not ok.
     pub fn message(&self, f: &Finding, cluster_domain: &str) -> String {
-        let mut at = format!("{} {}", self.display_host(cluster_domain), f.port);
+        // A rule that names no port covers every port; otherwise the rest of them.
+        let port = match f.port {
+            PortScope::Other if self.findings.iter().all(|g| g.port == PortScope::Other) => {
+                "every port".to_string()
+            }
+            ref p => p.to_string(),
+        };
+        let mut at = format!("{} {port}", self.display_host(cluster_domain));
         if let Some((_, name)) = &f.subset {
             at.push_str(&format!(" subset {name}"));
         }
@@ -165,6 +172,7 @@ impl Verdict {
             _ => "the service",
         };
         let reason = f.reason(service);
+        let wildcard = !matches!(self.target, HostTarget::Service { .. });
         match &f.outcome {
             Outcome::Ok => format!("{at}: tls mode {}, accepted ({reason})", f.client),
             Outcome::Fill(m) => {
@@ -174,7 +182,7 @@ impl Verdict {
             Outcome::Conflict => format!(
                 "{at}: tls mode {}, but {reason}; {}",
                 f.client,
-                f.fix(service)
+                if wildcard { f.fix_wildcard() } else { f.fix(service) }
             ),
         }
     }
@@ -208,6 +216,18 @@ impl Finding {
         }
     }
 
+    /// How to resolve a conflict of a namespace- or mesh-wide rule, which
+    /// service-level exemptions cannot resolve (contract section 5).
+    pub fn fix_wildcard(&self) -> String {
+        let Required::Mode(required) = &self.required else {
+            return String::new();
+        };
+        match &self.server.decider {
+            Some(d) => format!("use {required} or change {}", d.object),
+            None => format!("use {required}"),
+        }
+    }
+
     /// How to resolve a conflict.
     pub fn fix(&self, service: &str) -> String {
         let Required::Mode(required) = &self.required else {
@@ -221,6 +241,10 @@ impl Finding {
         };
         use crate::model::ObjectKind;
         match (&self.server.mode, d.object.kind) {
+            // A targeted STRICT setting is what must change: a newer exemption would lose the tie.
+            (super::ServerMode::Strict, _) if d.level.is_targeted() => {
+                format!("use {required} or change {} ({} level)", d.object, d.level)
+            }
             (super::ServerMode::Strict, ObjectKind::PeerAuthentication) => format!(
                 "use {required} or add a PeerAuthentication selecting {service} with mtls mode DISABLE"
             ),

@@ -1,7 +1,449 @@
-//! (being written)
+//! `mtls-guard serve`: the admission webhook over TLS, and a plain-HTTP admin port.
+//!
+//! - webhook port (`--listen`, TLS 1.2/1.3, HTTP/1.1 and HTTP/2): `POST /mutate`,
+//!   `POST /validate`, answered by the pure [`crate::admission::review`];
+//! - admin port (`--admin-listen`): `GET /healthz`, `GET /readyz`, `GET /metrics`.
+//!
+//! [`start`] binds both ports and returns a [`Handle`] with the bound addresses; the
+//! command ([`run`]) and the tests both go through it.
+//!
+//! Modules: [`tls`] (rustls configuration and the swappable certificate), `reload`
+//! (watching the certificate files), `listener` (TLS accept loop, HTTP serving,
+//! drain), `webhook` (the two routes), `admin` (probes and metrics), [`metrics`],
+//! [`source`] (where the mesh snapshot comes from), `logging`.
+
+mod admin;
+mod listener;
+mod logging;
+pub mod metrics;
+mod reload;
+pub mod source;
+pub mod tls;
+mod webhook;
+
+pub use listener::{serve_tls, ConnLimits};
+pub use logging::{init_logging, LogFormat};
+pub use source::{SnapshotSource, SnapshotStore};
+pub use tls::{CertInfo, TlsFiles};
+
+use crate::certs;
+use crate::settings::{Settings, SettingsArgs};
+use anyhow::Context;
+use metrics::Metrics;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {}
-pub fn run(_a: ServeArgs) -> ExitCode {
-    ExitCode::FAILURE
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Largest AdmissionReview body accepted (the API server's own limit is 3 MiB).
+pub const BODY_LIMIT: usize = 3 * 1024 * 1024;
+
+/// Parses `10s`, `500ms`, `2m` or a plain number of seconds.
+fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+    if let Ok(seconds) = text.trim().parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string());
+    }
+    webhook::parse_go_duration(text)
+        .ok_or_else(|| format!("expected a duration such as 10s, 500ms or 2m, got {text:?}"))
+}
+
+/// `mtls-guard serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address of the webhook's TLS port.
+    #[arg(
+        long,
+        default_value = "0.0.0.0:8443",
+        env = "MTLS_GUARD_LISTEN",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+    /// Address of the plain-HTTP admin port (/healthz, /readyz, /metrics).
+    #[arg(
+        long,
+        default_value = "0.0.0.0:8080",
+        env = "MTLS_GUARD_ADMIN_LISTEN",
+        value_name = "ADDR"
+    )]
+    pub admin_listen: SocketAddr,
+    /// Serving certificate chain (PEM). It is watched and reloaded when it changes.
+    /// Without it, a self-signed CA and serving certificate are made in --cert-dir.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        env = "MTLS_GUARD_TLS_CERT"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of the serving certificate (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_cert",
+        env = "MTLS_GUARD_TLS_KEY"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Where to write the generated certificate when --tls-cert is not given.
+    #[arg(long, value_name = "DIR", default_value = "certs/generated")]
+    pub cert_dir: PathBuf,
+    /// The webhook's Service name (for the generated certificate's names).
+    #[arg(long, default_value = certs::DEFAULT_SERVICE)]
+    pub service_name: String,
+    /// The webhook's namespace (for the generated certificate's names).
+    #[arg(long, default_value = certs::DEFAULT_NAMESPACE)]
+    pub service_namespace: String,
+    /// YAML/JSON files or folders holding the mesh objects to judge against (read
+    /// once at start, no cluster contact). Without it the snapshot is empty (a warning
+    /// is logged): no policy requires mutual TLS, so every rule is allowed unchanged.
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    pub policies: Vec<PathBuf>,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// Log format: text or json (one JSON object per line).
+    #[arg(long, default_value = "text", env = "MTLS_GUARD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Longest TLS handshake.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub tls_handshake_timeout: Duration,
+    /// HTTP/1.1: longest wait for a request's headers (also closes idle keep-alive connections).
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    pub header_read_timeout: Duration,
+    /// Longest time to receive a request body and answer (the API server's
+    /// `?timeout=` lowers it).
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub review_timeout: Duration,
+    /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish.
+    #[arg(long, default_value = "20s", value_parser = parse_duration_arg)]
+    pub drain_timeout: Duration,
+    /// How often the certificate files are re-read in case a change event was missed.
+    #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
+    pub cert_poll_interval: Duration,
+    /// Connections served at once on the webhook port.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+}
+
+/// Everything [`start`] needs.
+#[derive(Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub tls: TlsFiles,
+    pub source: SnapshotSource,
+    pub settings: Settings,
+    pub limits: ConnLimits,
+    /// Longest time to receive a request body and answer it.
+    pub review_timeout: Duration,
+    pub body_limit: usize,
+    pub cert_poll_interval: Duration,
+}
+
+impl ServerConfig {
+    /// The command's defaults, except both ports on 127.0.0.1 with ports picked by the system.
+    pub fn local(tls: TlsFiles, source: SnapshotSource) -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls,
+            source,
+            settings: Settings::default(),
+            limits: ConnLimits::default(),
+            review_timeout: Duration::from_secs(10),
+            body_limit: BODY_LIMIT,
+            cert_poll_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Handle {
+    webhook_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    done: JoinHandle<()>,
+    store: SnapshotStore,
+    resolver: Arc<tls::CertResolver>,
+    metrics: Arc<Metrics>,
+}
+
+impl Handle {
+    /// The bound address of the TLS webhook port.
+    pub fn webhook_addr(&self) -> SocketAddr {
+        self.webhook_addr
+    }
+
+    /// The bound address of the admin port.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The snapshot cell (publish a new snapshot through it).
+    pub fn snapshots(&self) -> &SnapshotStore {
+        &self.store
+    }
+
+    /// The serving certificate new connections get.
+    pub fn certificate(&self) -> CertInfo {
+        self.resolver.info()
+    }
+
+    /// The server's metrics, as served on `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.encode()
+    }
+
+    /// Starts a graceful shutdown: stop accepting, drain, stop the admin port.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until the server has stopped (after [`Handle::shutdown`]).
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+
+    /// [`Handle::shutdown`], then [`Handle::wait`].
+    pub async fn stop(self) {
+        self.shutdown();
+        self.wait().await;
+    }
+}
+
+/// Binds the admin port, loads the certificate and the snapshot, binds the webhook
+/// port and serves both until [`Handle::shutdown`].
+pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
+    let metrics = Arc::new(Metrics::new());
+    let store = SnapshotStore::new(metrics.clone());
+    let listening = Arc::new(AtomicBool::new(false));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Stops the admin port and the certificate watcher after the drain (or when
+    // start fails below, by being dropped).
+    let (after_tx, after_rx) = watch::channel(false);
+
+    // The admin port first, so that probes answer (not ready) while the rest loads.
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin port {}", config.admin_listen))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let admin_app = admin::router(Arc::new(admin::AdminState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        listening: listening.clone(),
+    }));
+    let admin_task = tokio::spawn({
+        let stop = listener::wait_for(after_rx.clone());
+        async move {
+            if let Err(e) = axum::serve(admin_listener, admin_app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::error!(error = %e, "admin port failed");
+            }
+        }
+    });
+    tracing::info!(addr = %admin_addr, "admin port listening (HTTP): /healthz /readyz /metrics");
+
+    let initial_files = tls::read_files(&config.tls)?;
+    let pair = tls::parse_pair(&initial_files.0, &initial_files.1).with_context(|| {
+        format!(
+            "loading the serving certificate {} and key {}",
+            config.tls.cert.display(),
+            config.tls.key.display()
+        )
+    })?;
+    metrics.set_cert_expiry(pair.info.not_after);
+    tracing::info!(
+        cert = %config.tls.cert.display(),
+        subject = %pair.info.subject,
+        names = ?pair.info.names,
+        not_after = pair.info.not_after,
+        "serving certificate loaded"
+    );
+    let resolver = Arc::new(tls::CertResolver::new(pair));
+    let tls_config = Arc::new(tls::server_config(resolver.clone())?);
+
+    let source = config.source;
+    let first = tokio::task::spawn_blocking(move || source.initial())
+        .await
+        .context("loading the snapshot")??;
+    if let Some(snapshot) = first {
+        store.publish(snapshot);
+    }
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the webhook port {}", config.listen))?;
+    let webhook_addr = listener.local_addr()?;
+    let app = webhook::router(
+        Arc::new(webhook::WebhookState {
+            store: store.clone(),
+            settings: config.settings,
+            metrics: metrics.clone(),
+            review_timeout: config.review_timeout,
+        }),
+        config.body_limit,
+    );
+
+    let reload_task = reload::spawn(
+        config.tls.clone(),
+        resolver.clone(),
+        metrics.clone(),
+        config.cert_poll_interval,
+        initial_files,
+        after_rx,
+    );
+
+    listening.store(true, Ordering::SeqCst);
+    tracing::info!(addr = %webhook_addr, "webhook port listening (HTTPS): POST /mutate, POST /validate");
+    let done = tokio::spawn({
+        let listening = listening.clone();
+        let shutdown_seen = shutdown_rx.clone();
+        let limits = config.limits;
+        async move {
+            let serve = listener::serve_tls(listener, tls_config, app, limits, shutdown_rx);
+            tokio::pin!(serve);
+            tokio::select! {
+                _ = &mut serve => {}
+                _ = listener::wait_for(shutdown_seen) => {
+                    // Not ready from the moment the shutdown starts.
+                    listening.store(false, Ordering::SeqCst);
+                    serve.await;
+                }
+            }
+            listening.store(false, Ordering::SeqCst);
+            let _ = after_tx.send(true);
+            let _ = reload_task.await;
+            let _ = admin_task.await;
+            tracing::info!("server stopped");
+        }
+    });
+    Ok(Handle {
+        webhook_addr,
+        admin_addr,
+        shutdown: shutdown_tx,
+        done,
+        store,
+        resolver,
+        metrics,
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn termination() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+/// The `serve` command: returns when the server has drained after SIGTERM/Ctrl-C.
+pub fn run(args: ServeArgs) -> ExitCode {
+    init_logging(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "mtls-guard serve failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::from(args.settings);
+    let (tls_files, generated) = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => (TlsFiles { cert, key }, None),
+        _ => {
+            let names = certs::local_and_service_names(
+                &args.service_name,
+                &args.service_namespace,
+                &settings.cluster_domain,
+            );
+            let dir = args.cert_dir.clone();
+            let paths =
+                tokio::task::spawn_blocking(move || certs::generate_bundle(&dir, &names, 365))
+                    .await
+                    .context("generating a certificate")??;
+            tracing::warn!(
+                dir = %paths.dir.display(),
+                "no --tls-cert given: made a self-signed CA and serving certificate (for trying it out, not for production)"
+            );
+            (
+                TlsFiles {
+                    cert: paths.cert.clone(),
+                    key: paths.key.clone(),
+                },
+                Some(paths),
+            )
+        }
+    };
+    let source = if args.policies.is_empty() {
+        SnapshotSource::Empty
+    } else {
+        SnapshotSource::Files(args.policies)
+    };
+    let config = ServerConfig {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        tls: tls_files,
+        source,
+        settings,
+        limits: ConnLimits {
+            tls_handshake_timeout: args.tls_handshake_timeout,
+            header_read_timeout: args.header_read_timeout,
+            max_connections: args.max_connections,
+            drain_timeout: args.drain_timeout,
+        },
+        review_timeout: args.review_timeout,
+        body_limit: BODY_LIMIT,
+        cert_poll_interval: args.cert_poll_interval,
+    };
+    let handle = start(config).await?;
+    if let Some(paths) = generated {
+        println!(
+            "certificates written to {} (CA: {})",
+            paths.dir.display(),
+            paths.ca_cert.display()
+        );
+        println!(
+            "try: curl --cacert {} -H 'Content-Type: application/json' --data @REVIEW.json https://localhost:{}/validate",
+            paths.ca_cert.display(),
+            handle.webhook_addr().port()
+        );
+    }
+    let signal = termination().await;
+    tracing::info!(signal, "shutting down: draining in-flight requests");
+    handle.stop().await;
+    Ok(())
 }

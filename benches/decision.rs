@@ -1,0 +1,239 @@
+//! One decision against a large mesh: 10,000 namespaces x 10 services, policies at
+//! every level. Target: a median under 5 µs per `judge` call.
+//!
+//! Per namespace `ns-NNNNN`:
+//! - Services `svc-0` .. `svc-9`, ports 9080 (`http`) and 9090 (`grpc`, targetPort 19090);
+//! - Policy `default` (STRICT; PERMISSIVE in every 7th namespace);
+//! - Policy `svc-0-off`: service level, PLAINTEXT (a targeted exemption);
+//! - Policy `svc-1-grpc`: service-port level, svc-1 by number and svc-2 by port name;
+//! - every 4th namespace (i % 4 == 0): a namespace PeerAuthentication, STRICT;
+//! - the next (i % 4 == 1): a workload PeerAuthentication for svc-5 with portLevelMtls 19090;
+//! - every 10th: a non-mesh Ingress in front of svc-9 (no Istio gateway anywhere).
+//!
+//! Plus the MeshPolicy `default` (STRICT). DestinationRules are in the snapshot too
+//! (counted, not indexed), one per service, with subsets and portLevelSettings.
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use mtls_guard::decision::judge;
+use mtls_guard::model::{DestinationRule, MeshObject};
+use mtls_guard::settings::Settings;
+use mtls_guard::snapshot::Snapshot;
+use serde_json::{json, Value};
+use std::hint::black_box;
+use std::time::Instant;
+
+const NAMESPACES: usize = 10_000;
+const SERVICES: usize = 10;
+
+fn ns_name(i: usize) -> String {
+    format!("ns-{i:05}")
+}
+
+fn obj(v: Value) -> MeshObject {
+    MeshObject::from_value(v).unwrap().unwrap()
+}
+
+fn rule_value(ns: &str, name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "DestinationRule",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    })
+}
+
+/// A rule with three subsets and a port entry, as real rules have.
+fn service_rule_spec(host: &str) -> Value {
+    json!({
+        "host": host,
+        "trafficPolicy": {
+            "loadBalancer": {"simple": "RANDOM"},
+            "tls": {"mode": "ISTIO_MUTUAL"},
+            "portLevelSettings": [{"port": {"number": 9090}, "tls": {"mode": "ISTIO_MUTUAL"}}],
+        },
+        "subsets": [
+            {"name": "v1", "labels": {"version": "v1"}},
+            {"name": "v2", "labels": {"version": "v2"}, "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}},
+            {"name": "v3", "labels": {"version": "v3"}, "trafficPolicy": {"connectionPool": {"tcp": {"maxConnections": 100}}}},
+        ],
+    })
+}
+
+fn mesh_objects() -> Vec<MeshObject> {
+    let mut out = Vec::with_capacity(NAMESPACES * (SERVICES * 2 + 6) + 2);
+    out.push(obj(json!({
+        "apiVersion": "authentication.istio.io/v1alpha1", "kind": "MeshPolicy",
+        "metadata": {"name": "default"}, "spec": {"peers": [{"mtls": {}}]},
+    })));
+    out.push(obj(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}})));
+    for i in 0..NAMESPACES {
+        let ns = ns_name(i);
+        out.push(obj(json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "labels": {"mtls-guard.io/mode": "enforce"}},
+        })));
+        for j in 0..SERVICES {
+            let name = format!("svc-{j}");
+            out.push(obj(json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
+                "spec": {
+                    "selector": {"app": name},
+                    "ports": [
+                        {"name": "http", "port": 9080, "targetPort": 9080},
+                        {"name": "grpc", "port": 9090, "targetPort": 19090},
+                    ],
+                },
+            })));
+            out.push(obj(rule_value(&ns, &name, service_rule_spec(&name))));
+        }
+        let default_peers = if i % 7 == 0 {
+            json!([{"mtls": {"mode": "PERMISSIVE"}}])
+        } else {
+            json!([{"mtls": {}}])
+        };
+        out.push(obj(json!({
+            "apiVersion": "authentication.istio.io/v1alpha1", "kind": "Policy",
+            "metadata": {"name": "default", "namespace": ns, "creationTimestamp": "2020-01-01T00:00:00Z"},
+            "spec": {"peers": default_peers},
+        })));
+        out.push(obj(json!({
+            "apiVersion": "authentication.istio.io/v1alpha1", "kind": "Policy",
+            "metadata": {"name": "svc-0-off", "namespace": ns},
+            "spec": {"targets": [{"name": "svc-0"}], "peers": []},
+        })));
+        out.push(obj(json!({
+            "apiVersion": "authentication.istio.io/v1alpha1", "kind": "Policy",
+            "metadata": {"name": "svc-1-grpc", "namespace": ns},
+            "spec": {
+                "targets": [
+                    {"name": "svc-1", "ports": [{"number": 9090}]},
+                    {"name": "svc-2", "ports": [{"name": "grpc"}]},
+                ],
+                "peers": [{"mtls": {"mode": "PERMISSIVE"}}],
+            },
+        })));
+        match i % 4 {
+            0 => out.push(obj(json!({
+                "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+                "metadata": {"name": "default", "namespace": ns},
+                "spec": {"mtls": {"mode": "STRICT"}},
+            }))),
+            1 => out.push(obj(json!({
+                "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+                "metadata": {"name": "svc-5", "namespace": ns},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "svc-5"}},
+                    "mtls": {"mode": "STRICT"},
+                    "portLevelMtls": {"19090": {"mode": "DISABLE"}},
+                },
+            }))),
+            _ => {}
+        }
+        if i % 10 == 0 {
+            out.push(obj(json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": {"name": "web", "namespace": ns},
+                "spec": {
+                    "ingressClassName": "nginx",
+                    "rules": [{"http": {"paths": [{
+                        "path": "/", "pathType": "Prefix",
+                        "backend": {"service": {"name": "svc-9", "port": {"number": 9080}}},
+                    }]}}],
+                },
+            })));
+        }
+    }
+    out
+}
+
+fn rule(ns: &str, spec: Value) -> DestinationRule {
+    match obj(rule_value(ns, "bench", spec)) {
+        MeshObject::DestinationRule(dr, _) => *dr,
+        _ => unreachable!(),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let t = Instant::now();
+    let objects = mesh_objects();
+    let parsed = t.elapsed();
+    let t = Instant::now();
+    let snapshot = Snapshot::from_objects(objects.clone());
+    let built = t.elapsed();
+    eprintln!(
+        "{} objects: parsed with MeshObject::from_value in {parsed:.2?}, snapshot built in {built:.2?}; counts {:?}",
+        objects.len(),
+        snapshot.counts()
+    );
+    let settings = Settings::default();
+
+    // ns-00042: Policy-decided (i % 4 == 2); ns-00041: workload PeerAuthentication;
+    // ns-00040: namespace PeerAuthentication and an Ingress in front of svc-9.
+    let cases: Vec<(&str, &str, DestinationRule)> = vec![
+        ("short_host", "ns-00042", rule("ns-00042", service_rule_spec("svc-3"))),
+        (
+            "fqdn_service_port_policy",
+            "ns-01234",
+            rule("ns-01234", service_rule_spec("svc-1.ns-01234.svc.cluster.local")),
+        ),
+        (
+            "namespace_wide_wildcard",
+            "ns-00077",
+            rule(
+                "ns-00077",
+                json!({
+                    "host": "*.ns-00077.svc.cluster.local",
+                    "trafficPolicy": {
+                        "tls": {"mode": "ISTIO_MUTUAL"},
+                        "portLevelSettings": [{"port": {"number": 9080}, "tls": {"mode": "ISTIO_MUTUAL"}}],
+                    },
+                }),
+            ),
+        ),
+        (
+            "pa_workload_port",
+            "ns-00041",
+            rule("ns-00041", service_rule_spec("svc-5")),
+        ),
+        (
+            "ingress_exempt_patch",
+            "ns-00040",
+            rule("ns-00040", service_rule_spec("svc-9.ns-00040")),
+        ),
+        (
+            "unknown_service",
+            "ns-00043",
+            rule("ns-00043", service_rule_spec("ghost")),
+        ),
+    ];
+    let mut group = c.benchmark_group("judge");
+    for (name, ns, dr) in &cases {
+        let v = judge(&snapshot, &settings, dr, ns);
+        eprintln!(
+            "{name}: {} findings, {} changes, {} conflicts, {} warnings",
+            v.findings.len(),
+            v.changes().count(),
+            v.conflicts().count(),
+            v.warnings.len()
+        );
+        group.bench_function(*name, |b| {
+            b.iter(|| judge(black_box(&snapshot), &settings, black_box(dr), ns))
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("snapshot");
+    group.sample_size(10);
+    group.bench_function("build_10000ns_x_10svc", |b| {
+        b.iter_batched(
+            || objects.clone(),
+            Snapshot::from_objects,
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,59 @@
+//! The admin port (plain HTTP): `/healthz`, `/readyz` and `/metrics`.
+
+use super::metrics::{Metrics, CONTENT_TYPE};
+use super::source::SnapshotStore;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub(crate) struct AdminState {
+    pub store: SnapshotStore,
+    pub metrics: Arc<Metrics>,
+    /// The webhook's TLS listener is bound and accepting.
+    pub listening: Arc<AtomicBool>,
+}
+
+pub(crate) fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Alive: the process answers.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready: a snapshot is loaded and the TLS listener accepts connections.
+async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
+    let mut missing = Vec::new();
+    if !state.store.is_loaded() {
+        missing.push("the mesh snapshot is not loaded");
+    }
+    if !state.listening.load(Ordering::SeqCst) {
+        missing.push("the webhook listener is not accepting connections");
+    }
+    if missing.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", missing.join("; ")),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        state.metrics.encode(),
+    )
+        .into_response()
+}

@@ -1,0 +1,183 @@
+//! The TLS listener: accepts TCP connections, completes the TLS handshake within a
+//! deadline, serves HTTP/1.1 (keep-alive) or HTTP/2 on each with hyper-util's auto
+//! builder, and drains in-flight requests on shutdown.
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+/// Per-connection limits of the TLS listener.
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    /// Longest time a client may take to complete the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// HTTP/1.1: longest time to receive a request's headers, counted from when the
+    /// connection starts waiting for them (so it also closes idle keep-alive connections).
+    pub header_read_timeout: Duration,
+    /// Connections served at once; further clients wait in the accept backlog.
+    pub max_connections: usize,
+    /// On shutdown, how long in-flight requests may take before their connections are cut.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            tls_handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            drain_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Resolves once `rx` holds `true` (or its sender is gone).
+pub(crate) async fn wait_for(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn http_builder(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_concurrent_streams(256);
+    builder
+}
+
+/// Serves `app` over TLS on `listener` until `shutdown` turns true; then stops
+/// accepting, lets the open connections finish their requests (HTTP/2 gets a
+/// GOAWAY, idle HTTP/1.1 connections are closed) for at most `drain_timeout`,
+/// and returns.
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    limits: ConnLimits,
+    shutdown: watch::Receiver<bool>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let builder = Arc::new(http_builder(&limits));
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let stop = wait_for(shutdown);
+    tokio::pin!(stop);
+    loop {
+        // Forget the connections that ended.
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            _ = &mut stop => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let conn = serve_connection(
+                    tcp,
+                    peer,
+                    acceptor.clone(),
+                    builder.clone(),
+                    app.clone(),
+                    limits.tls_handshake_timeout,
+                    drain_rx.clone(),
+                );
+                connections.spawn(async move {
+                    conn.await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off a little.
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    let open = connections.len();
+    tracing::info!(
+        open_connections = open,
+        drain_timeout_ms = limits.drain_timeout.as_millis() as u64,
+        "stopped accepting connections; draining"
+    );
+    let _ = drain_tx.send(true);
+    let drained = tokio::time::timeout(limits.drain_timeout, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            still_open = connections.len(),
+            "drain timeout reached: closing the remaining connections"
+        );
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    } else {
+        tracing::info!("all connections drained");
+    }
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    app: Router,
+    handshake_timeout: Duration,
+    drain: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let tls = tokio::select! {
+        _ = wait_for(drain.clone()) => return,
+        handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)) => match handshake {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        },
+    };
+    let service = TowerToHyperService::new(app);
+    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = wait_for(drain) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}

@@ -1,0 +1,121 @@
+//! Where the server's mesh snapshot comes from, and the cell reviews read it from.
+//!
+//! A source produces whole [`Snapshot`]s; the [`SnapshotStore`] holds the current one
+//! and swaps in a new one atomically, so a review always sees one consistent snapshot.
+//! Today the sources are files (`--policies`) and fixed snapshots (tests, benches);
+//! a cluster source (kube-rs watches) will publish into the same store.
+
+use super::metrics::Metrics;
+use crate::model::MeshObject;
+use crate::snapshot::Snapshot;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+/// Where the snapshot comes from.
+pub enum SnapshotSource {
+    /// Loaded once at start from YAML/JSON files and folders (`--policies`).
+    Files(Vec<PathBuf>),
+    /// A snapshot built by the caller.
+    Fixed(Snapshot),
+    /// Objects given by the caller, indexed at start.
+    Objects(Vec<MeshObject>),
+    /// No source yet (no `--policies`; cluster mode is still to come): an empty
+    /// snapshot, under which nothing requires mutual TLS, so every rule is allowed.
+    Empty,
+    /// Published later through [`SnapshotStore::publish`] (the shape of a cluster
+    /// source): the server is not ready, and answers reviews with 503, until then.
+    Deferred,
+}
+
+impl std::fmt::Debug for SnapshotSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotSource::Files(paths) => f.debug_tuple("Files").field(paths).finish(),
+            SnapshotSource::Fixed(_) => f.write_str("Fixed(..)"),
+            SnapshotSource::Objects(objects) => write!(f, "Objects({} objects)", objects.len()),
+            SnapshotSource::Empty => f.write_str("Empty"),
+            SnapshotSource::Deferred => f.write_str("Deferred"),
+        }
+    }
+}
+
+impl SnapshotSource {
+    /// Produces the first snapshot, if this source has one at start.
+    pub(crate) fn initial(self) -> anyhow::Result<Option<Snapshot>> {
+        match self {
+            SnapshotSource::Files(paths) => {
+                let loaded = crate::loader::load_paths(&paths)
+                    .map_err(|e| anyhow::anyhow!("loading the policies from {paths:?}: {e}"))?;
+                for note in &loaded.notes {
+                    tracing::warn!(note = %note, "policies");
+                }
+                let snapshot = Snapshot::from_objects(loaded.objects);
+                tracing::info!(
+                    paths = ?paths,
+                    objects = ?counts_text(&snapshot),
+                    "loaded the mesh snapshot from files"
+                );
+                Ok(Some(snapshot))
+            }
+            SnapshotSource::Fixed(snapshot) => Ok(Some(snapshot)),
+            SnapshotSource::Objects(objects) => Ok(Some(Snapshot::from_objects(objects))),
+            SnapshotSource::Empty => {
+                tracing::warn!(
+                    "no --policies given and cluster mode is not implemented yet: serving an EMPTY mesh snapshot, \
+                     under which no policy requires mutual TLS, so every DestinationRule is allowed unchanged"
+                );
+                Ok(Some(Snapshot::default()))
+            }
+            SnapshotSource::Deferred => Ok(None),
+        }
+    }
+}
+
+fn counts_text(snapshot: &Snapshot) -> String {
+    snapshot
+        .counts()
+        .iter()
+        .map(|(kind, n)| format!("{kind}={n}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The current snapshot, shared by every request.
+#[derive(Debug, Clone)]
+pub struct SnapshotStore {
+    current: Arc<RwLock<Option<Arc<Snapshot>>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl SnapshotStore {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> SnapshotStore {
+        SnapshotStore {
+            current: Arc::new(RwLock::new(None)),
+            metrics,
+        }
+    }
+
+    /// The snapshot reviews are judged against, once one is loaded.
+    pub fn current(&self) -> Option<Arc<Snapshot>> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Swaps in a new snapshot: reviews that already started keep the old one.
+    pub fn publish(&self, snapshot: Snapshot) {
+        for note in snapshot.notes() {
+            tracing::warn!(note = %note, "snapshot");
+        }
+        self.metrics.set_snapshot(snapshot.counts());
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(snapshot));
+    }
+}

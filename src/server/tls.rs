@@ -1,0 +1,163 @@
+//! The webhook port's TLS: a rustls configuration (TLS 1.2 and 1.3, ALPN h2 and
+//! http/1.1) whose certificate comes from a resolver that can be swapped at run time.
+
+use anyhow::{anyhow, Context};
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// The serving certificate and key files (PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// What the logs and metrics say about a serving certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    pub subject: String,
+    pub names: Vec<String>,
+    pub serial: String,
+    /// notAfter, seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+/// A validated certificate chain and key, ready to serve.
+#[derive(Debug, Clone)]
+pub struct LoadedPair {
+    pub key: Arc<CertifiedKey>,
+    pub info: CertInfo,
+}
+
+/// The crypto provider of every TLS configuration here (ring), independent of any
+/// process-wide default.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Parses a PEM chain and key and checks that the key belongs to the first certificate.
+pub fn parse_pair(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<LoadedPair> {
+    let chain = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading the certificate PEM")?;
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "no CERTIFICATE block in the certificate file"
+    );
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
+        .context("reading the key PEM")?
+        .ok_or_else(|| anyhow!("no private key block in the key file"))?;
+    let info = cert_info(&chain[0])?;
+    let certified = CertifiedKey::from_der(chain, key, &provider())
+        .map_err(|e| anyhow!("the key does not go with the certificate: {e}"))?;
+    // from_der accepts keys whose public half it cannot compare; insist on a match.
+    certified
+        .keys_match()
+        .map_err(|e| anyhow!("the key does not go with the certificate: {e}"))?;
+    Ok(LoadedPair {
+        key: Arc::new(certified),
+        info,
+    })
+}
+
+/// Reads and validates the pair from its files.
+pub fn load_pair(files: &TlsFiles) -> anyhow::Result<LoadedPair> {
+    let (cert, key) = read_files(files)?;
+    parse_pair(&cert, &key)
+}
+
+pub(crate) fn read_files(files: &TlsFiles) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    Ok((read(&files.cert)?, read(&files.key)?))
+}
+
+fn cert_info(der: &[u8]) -> anyhow::Result<CertInfo> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| anyhow!("parsing the certificate: {e}"))?;
+    let names = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => d.to_string(),
+                    x509_parser::extensions::GeneralName::IPAddress(ip) => match ip.len() {
+                        4 => std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]).to_string(),
+                        16 => {
+                            let mut b = [0u8; 16];
+                            b.copy_from_slice(ip);
+                            std::net::Ipv6Addr::from(b).to_string()
+                        }
+                        _ => format!("{ip:?}"),
+                    },
+                    other => other.to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(CertInfo {
+        subject: cert.subject().to_string(),
+        names,
+        serial: cert.raw_serial_as_string(),
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}
+
+/// Hands the current certificate to every new TLS handshake; [`CertResolver::set`]
+/// swaps it without touching established connections.
+#[derive(Debug)]
+pub struct CertResolver {
+    current: RwLock<LoadedPair>,
+}
+
+impl CertResolver {
+    pub fn new(pair: LoadedPair) -> CertResolver {
+        CertResolver {
+            current: RwLock::new(pair),
+        }
+    }
+
+    pub fn set(&self, pair: LoadedPair) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = pair;
+    }
+
+    pub fn info(&self) -> CertInfo {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .info
+            .clone()
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .key
+                .clone(),
+        )
+    }
+}
+
+/// The webhook port's rustls configuration: TLS 1.2 and 1.3 only, no client
+/// certificates, ALPN `h2` then `http/1.1`.
+pub fn server_config(
+    resolver: Arc<dyn ResolvesServerCert>,
+) -> anyhow::Result<rustls::ServerConfig> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}

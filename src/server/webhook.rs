@@ -1,0 +1,249 @@
+//! The webhook routes: `POST /mutate` and `POST /validate` hand the body to the pure
+//! [`admission::review`] and send back what it returns; everything else is 404/405.
+
+use super::metrics::Metrics;
+use super::source::SnapshotStore;
+use crate::admission::{self, Endpoint, ReviewVerdict};
+use crate::settings::Settings;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub(crate) struct WebhookState {
+    pub store: SnapshotStore,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    /// Longest time to read a request body and answer it.
+    pub review_timeout: Duration,
+}
+
+pub(crate) fn router(state: Arc<WebhookState>, body_limit: usize) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+async fn mutate(State(state): State<Arc<WebhookState>>, req: Request) -> Response {
+    handle(&state, Endpoint::Mutate, req).await
+}
+
+async fn validate(State(state): State<Arc<WebhookState>>, req: Request) -> Response {
+    handle(&state, Endpoint::Validate, req).await
+}
+
+async fn not_found() -> Response {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "not found: this port serves POST /mutate and POST /validate",
+    )
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "error": message }).to_string();
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(body),
+    )
+        .into_response()
+}
+
+/// The API server appends `?timeout=10s` (the webhook's `timeoutSeconds`): past that
+/// nobody waits for the answer.
+fn caller_timeout(query: Option<&str>) -> Option<Duration> {
+    let value = query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("timeout="))?;
+    parse_go_duration(value)
+}
+
+/// Parses the simple Go durations the API server sends (`10s`, `1m30s`, `500ms`).
+pub(crate) fn parse_go_duration(text: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "h" => number * 3600.0,
+            "m" => number * 60.0,
+            "s" => number,
+            "ms" => number / 1e3,
+            "us" | "µs" => number / 1e6,
+            "ns" => number / 1e9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += Duration::try_from_secs_f64(seconds).ok()?;
+    }
+    Some(total)
+}
+
+async fn handle(state: &WebhookState, endpoint: Endpoint, req: Request) -> Response {
+    let started = Instant::now();
+    let _in_flight = state.metrics.request_started();
+    let deadline = caller_timeout(req.uri().query())
+        .map_or(state.review_timeout, |t| t.min(state.review_timeout));
+    let body = match tokio::time::timeout(deadline, Bytes::from_request(req, &())).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(rejection)) => {
+            let status = rejection.status();
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "request body too large: an AdmissionReview is at most 3 MiB".to_string()
+            } else {
+                format!("cannot read the request body: {}", rejection.body_text())
+            };
+            return refuse(state, endpoint, started, status, &message);
+        }
+        Err(_) => {
+            let message = format!(
+                "the request body did not arrive within {} ms",
+                deadline.as_millis()
+            );
+            return refuse(
+                state,
+                endpoint,
+                started,
+                StatusCode::REQUEST_TIMEOUT,
+                &message,
+            );
+        }
+    };
+    let Some(snapshot) = state.store.current() else {
+        return refuse(
+            state,
+            endpoint,
+            started,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the mesh snapshot is not loaded yet",
+        );
+    };
+    let reviewed = admission::review(&snapshot, &state.settings, endpoint, &body);
+    let elapsed = started.elapsed();
+    state.metrics.observe_review(
+        endpoint.as_str(),
+        reviewed.verdict.as_str(),
+        &reviewed.kind,
+        elapsed,
+    );
+    let duration_ms = millis(elapsed);
+    if reviewed.verdict == ReviewVerdict::Error {
+        tracing::warn!(
+            endpoint = %endpoint.as_str(),
+            status = reviewed.status,
+            uid = %reviewed.uid,
+            kind = %reviewed.kind,
+            verdict = %reviewed.verdict.as_str(),
+            body_bytes = body.len(),
+            duration_ms,
+            "review: unreadable request"
+        );
+    } else {
+        tracing::info!(
+            endpoint = %endpoint.as_str(),
+            uid = %reviewed.uid,
+            kind = %reviewed.kind,
+            namespace = %reviewed.namespace,
+            name = %reviewed.name,
+            operation = %reviewed.operation,
+            verdict = %reviewed.verdict.as_str(),
+            dry_run = reviewed.dry_run,
+            warnings = reviewed.warnings,
+            duration_ms,
+            "review"
+        );
+    }
+    if elapsed > deadline {
+        tracing::warn!(
+            uid = %reviewed.uid,
+            deadline_ms = deadline.as_millis() as u64,
+            duration_ms,
+            "answered after the caller's deadline"
+        );
+    }
+    let status = StatusCode::from_u16(reviewed.status).unwrap_or(StatusCode::OK);
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(reviewed.body),
+    )
+        .into_response()
+}
+
+/// Milliseconds, rounded to the microsecond, for logs.
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Answers a request that never reached the review (too large, too slow, no snapshot).
+fn refuse(
+    state: &WebhookState,
+    endpoint: Endpoint,
+    started: Instant,
+    status: StatusCode,
+    message: &str,
+) -> Response {
+    let elapsed = started.elapsed();
+    state.metrics.observe_review(
+        endpoint.as_str(),
+        ReviewVerdict::Error.as_str(),
+        "",
+        elapsed,
+    );
+    tracing::warn!(
+        endpoint = %endpoint.as_str(),
+        status = status.as_u16(),
+        verdict = %ReviewVerdict::Error.as_str(),
+        duration_ms = millis(elapsed),
+        error = message,
+        "review: refused"
+    );
+    json_error(status, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_go_duration(""), None);
+        assert_eq!(parse_go_duration("10"), None);
+        assert_eq!(parse_go_duration("s"), None);
+    }
+
+    #[test]
+    fn timeout_from_query() {
+        assert_eq!(
+            caller_timeout(Some("timeout=10s")),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            caller_timeout(Some("a=b&timeout=3s")),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(caller_timeout(None), None);
+        assert_eq!(caller_timeout(Some("timeout=soon")), None);
+    }
+}

@@ -1,0 +1,459 @@
+//! `mtls-guard check` as a user runs it: the real binary over the Bookinfo example
+//! (contract section 7) and its variants, asserting lines and exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `mtls-guard check ARGS` from the crate root (paths in the output are relative).
+fn check(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mtls-guard"))
+        .arg("check")
+        .args(args)
+        .current_dir(root())
+        // The settings flags also read the environment; keep the defaults.
+        .env_remove("MTLS_GUARD_MODE")
+        .env_remove("MTLS_GUARD_AUTO_MTLS")
+        .env_remove("MTLS_GUARD_ROOT_NAMESPACE")
+        .env_remove("MTLS_GUARD_CLUSTER_DOMAIN")
+        .output()
+        .expect("runs mtls-guard")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).expect("utf-8 stdout")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).expect("utf-8 stderr")
+}
+
+/// The output lines about one rule.
+fn lines_of<'a>(out: &'a str, rule: &str) -> Vec<&'a str> {
+    let subject = format!("DestinationRule {rule}:");
+    out.lines().filter(|l| l.contains(&subject)).collect()
+}
+
+fn summary(out: &str) -> &str {
+    out.lines().last().unwrap_or("")
+}
+
+const PRODUCTPAGE_PATCH: &str = "examples/bookinfo/destination-rule-all-mtls.yaml:2: warning MG103 DestinationRule bookinfo/productpage: would patch: productpage.bookinfo.svc.cluster.local port 9080: tls mode ISTIO_MUTUAL, but productpage is reached through non-mesh Ingress bookinfo/bookinfo and there is no Istio ingress gateway, so it is exempt from mutual TLS; set DISABLE; also subset v1 (fix: set spec.trafficPolicy.tls.mode to DISABLE (was ISTIO_MUTUAL))";
+
+/// Section 7: reviews, ratings and details untouched; productpage patched to DISABLE,
+/// with a warning that the server side still requires mTLS until
+/// `disable-mtls-productpage` is applied.
+#[test]
+fn bookinfo_tutorial() {
+    let o = check(&["examples/bookinfo"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert_eq!(lines_of(&out, "bookinfo/productpage")[0], PRODUCTPAGE_PATCH);
+    let warning = lines_of(&out, "bookinfo/productpage")[1];
+    assert!(
+        warning.starts_with(
+            "examples/bookinfo/destination-rule-all-mtls.yaml:2: warning MG206 DestinationRule bookinfo/productpage: "
+        ),
+        "{warning}"
+    );
+    assert!(
+        warning.contains("Policy bookinfo/default still requires mutual TLS (STRICT)")
+            && warning.contains("disable-mtls-productpage"),
+        "{warning}"
+    );
+    assert_eq!(lines_of(&out, "bookinfo/productpage").len(), 2, "{out}");
+    for clean in ["bookinfo/reviews", "bookinfo/ratings", "bookinfo/details"] {
+        assert!(lines_of(&out, clean).is_empty(), "{clean}: {out}");
+    }
+    assert_eq!(summary(&out), "4 rules, 0 conflicts, 0 fills, 1 patches");
+    assert_eq!(out.lines().count(), 3, "{out}");
+}
+
+/// `--verbose` names the clean rules.
+#[test]
+fn bookinfo_verbose_lists_clean_rules() {
+    let o = check(&["-v", "examples/bookinfo"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(out.contains(
+        "examples/bookinfo/destination-rule-all-mtls.yaml:17: ok DestinationRule bookinfo/reviews: reviews.bookinfo.svc.cluster.local: 4 scopes consistent"
+    ), "{out}");
+    assert!(out.contains(
+        "examples/bookinfo/destination-rule-all-mtls.yaml:38: ok DestinationRule bookinfo/ratings: ratings.bookinfo.svc.cluster.local: 5 scopes consistent"
+    ), "{out}");
+    assert!(out.contains(
+        "examples/bookinfo/destination-rule-all-mtls.yaml:62: ok DestinationRule bookinfo/details: details.bookinfo.svc.cluster.local: 3 scopes consistent"
+    ), "{out}");
+}
+
+/// Section 7: with the exemption applied, productpage is still patched (now because of
+/// the targeted Policy, section 4 b), and the missing-exemption warning is gone.
+#[test]
+fn bookinfo_with_exemption() {
+    let o = check(&["examples/bookinfo", "examples/bookinfo-exemption"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert_eq!(
+        lines_of(&out, "bookinfo/productpage"),
+        vec!["examples/bookinfo/destination-rule-all-mtls.yaml:2: warning MG103 DestinationRule bookinfo/productpage: would patch: productpage.bookinfo.svc.cluster.local port 9080: tls mode ISTIO_MUTUAL, but Policy bookinfo/disable-mtls-productpage exempts productpage from mutual TLS (service level); set DISABLE; also subset v1 (fix: set spec.trafficPolicy.tls.mode to DISABLE (was ISTIO_MUTUAL))"]
+    );
+    assert!(!out.contains("MG206"), "{out}");
+    assert_eq!(summary(&out), "4 rules, 0 conflicts, 0 fills, 1 patches");
+}
+
+/// Section 7: with the ingress gateway present, the productpage rule stays ISTIO_MUTUAL.
+#[test]
+fn bookinfo_with_ingress_gateway() {
+    let o = check(&["--ingress-gateway", "present", "examples/bookinfo"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert_eq!(out, "4 rules, 0 conflicts, 0 fills, 0 patches\n");
+}
+
+/// Section 7: a reviews rule with `tls.mode: DISABLE` is denied.
+#[test]
+fn reviews_disable_is_a_conflict() {
+    let o = check(&[
+        "examples/bookinfo",
+        "examples/scenarios/reviews-disable.yaml",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert_eq!(
+        lines_of(&out, "bookinfo/reviews"),
+        vec!["examples/scenarios/reviews-disable.yaml:6: error MG101 DestinationRule bookinfo/reviews: reviews.bookinfo.svc.cluster.local port 9080: tls mode DISABLE, but Policy bookinfo/default requires mutual TLS (STRICT); use ISTIO_MUTUAL or add a service-specific exemption Policy; also subsets v1, v2, v3 (fix: set spec.trafficPolicy.tls.mode to ISTIO_MUTUAL)"]
+    );
+    assert_eq!(summary(&out), "4 rules, 1 conflicts, 0 fills, 1 patches");
+    // The scenario file replaces the tutorial's reviews rule, and says so.
+    assert!(
+        stderr(&o).contains("note: examples/scenarios/reviews-disable.yaml:6: DestinationRule bookinfo/reviews replaces the one at examples/bookinfo/destination-rule-all-mtls.yaml:17"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Section 7: a ratings rule without tls gets ISTIO_MUTUAL filled in.
+#[test]
+fn ratings_without_tls_is_filled() {
+    let o = check(&[
+        "examples/bookinfo",
+        "examples/scenarios/ratings-no-tls.yaml",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert_eq!(
+        lines_of(&out, "bookinfo/ratings"),
+        vec!["examples/scenarios/ratings-no-tls.yaml:5: warning MG102 DestinationRule bookinfo/ratings: would fill: ratings.bookinfo.svc.cluster.local port 9080: no tls mode and auto mTLS is off; set ISTIO_MUTUAL because Policy bookinfo/default requires mutual TLS (STRICT); also subsets v1, v2, v2-mysql, v2-mysql-vm (fix: set spec.trafficPolicy.tls.mode to ISTIO_MUTUAL)"]
+    );
+    assert_eq!(summary(&out), "4 rules, 0 conflicts, 1 fills, 1 patches");
+}
+
+/// With auto mTLS on, a rule without tls is fine (section 5, second table).
+#[test]
+fn ratings_without_tls_with_auto_mtls() {
+    let o = check(&[
+        "--auto-mtls",
+        "examples/bookinfo",
+        "examples/scenarios/ratings-no-tls.yaml",
+    ]);
+    let out = stdout(&o);
+    assert!(lines_of(&out, "bookinfo/ratings").is_empty(), "{out}");
+    assert_eq!(summary(&out), "4 rules, 0 conflicts, 0 fills, 1 patches");
+}
+
+/// Every variant at once: the folder of scenarios on top of the tutorial.
+#[test]
+fn all_scenarios_together() {
+    let o = check(&["examples/bookinfo", "examples/scenarios"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert_eq!(lines_of(&out, "bookinfo/productpage")[0], PRODUCTPAGE_PATCH);
+    assert!(lines_of(&out, "bookinfo/reviews")[0].contains(" error MG101 "));
+    assert!(lines_of(&out, "bookinfo/ratings")[0].contains(" warning MG102 "));
+    assert!(lines_of(&out, "bookinfo/details").is_empty());
+    assert_eq!(summary(&out), "4 rules, 1 conflicts, 1 fills, 1 patches");
+}
+
+/// `--mode warn` (contract section 6): conflicts are reported but do not fail.
+#[test]
+fn warn_mode_reports_without_failing() {
+    let o = check(&[
+        "--mode",
+        "warn",
+        "examples/bookinfo",
+        "examples/scenarios/reviews-disable.yaml",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let reviews = lines_of(&out, "bookinfo/reviews")[0];
+    assert!(
+        reviews.contains(" warning MG101 ") && reviews.contains("[mode warn: allowed, not denied]"),
+        "{reviews}"
+    );
+    assert_eq!(
+        summary(&out),
+        "4 rules, 1 conflicts, 0 fills, 1 patches; 4 rules in mode warn (reported, not enforced)"
+    );
+}
+
+/// A namespace labelled `mtls-guard.io/mode: off` is not checked, over `--mode enforce`.
+#[test]
+fn namespace_label_overrides_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = dir.path().join("namespace.yaml");
+    std::fs::write(
+        &ns,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bookinfo\n  labels:\n    mtls-guard.io/mode: \"off\"\n",
+    )
+    .unwrap();
+    let o = check(&[
+        "examples/bookinfo",
+        "examples/scenarios/reviews-disable.yaml",
+        ns.to_str().unwrap(),
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert_eq!(
+        out,
+        "4 rules, 0 conflicts, 0 fills, 0 patches; 4 rules in mode off (not checked)\n"
+    );
+}
+
+/// `--output json`: an array of objects with the documented fields.
+#[test]
+fn json_output() {
+    let o = check(&["-o", "json", "examples/bookinfo", "examples/scenarios"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
+    let items = v.as_array().expect("an array");
+    let codes: Vec<&str> = items.iter().map(|i| i["code"].as_str().unwrap()).collect();
+    assert_eq!(codes, vec!["MG103", "MG206", "MG101", "MG102"]);
+    let patch = &items[0];
+    assert_eq!(
+        patch["file"],
+        "examples/bookinfo/destination-rule-all-mtls.yaml"
+    );
+    assert_eq!(patch["line"], 2);
+    assert_eq!(patch["document"], 1);
+    assert_eq!(patch["item"], serde_json::Value::Null);
+    assert_eq!(patch["severity"], "warning");
+    assert_eq!(patch["kind"], "patch");
+    assert_eq!(patch["mode"], "enforce");
+    assert_eq!(
+        patch["rule"],
+        serde_json::json!({"namespace": "bookinfo", "name": "productpage"})
+    );
+    assert_eq!(patch["host"], "productpage.bookinfo.svc.cluster.local");
+    assert_eq!(
+        patch["scopes"],
+        serde_json::json!([{"port": 9080, "subset": null}, {"port": 9080, "subset": "v1"}])
+    );
+    assert_eq!(patch["client"], "ISTIO_MUTUAL");
+    assert_eq!(patch["required"], "DISABLE");
+    assert_eq!(patch["location"], "spec.trafficPolicy.tls");
+    assert_eq!(
+        patch["patch"],
+        serde_json::json!([{"op": "add", "path": "/spec/trafficPolicy/tls/mode", "value": "DISABLE"}])
+    );
+    let conflict = &items[2];
+    assert_eq!(conflict["severity"], "error");
+    assert_eq!(conflict["kind"], "conflict");
+    assert_eq!(conflict["file"], "examples/scenarios/reviews-disable.yaml");
+    assert_eq!(conflict["patch"], serde_json::Value::Null);
+    let fill = &items[3];
+    assert_eq!(fill["kind"], "fill");
+    assert_eq!(fill["required"], "ISTIO_MUTUAL");
+    assert_eq!(fill["client"], "UNSET");
+    for item in items {
+        for key in [
+            "file", "line", "document", "item", "severity", "code", "kind", "mode", "rule", "host",
+            "scopes", "client", "required", "location", "message", "fix", "patch",
+        ] {
+            assert!(item.get(key).is_some(), "{key} missing in {item}");
+        }
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A YAML syntax error is unusable input: exit 2, with the file and the line.
+#[test]
+fn broken_yaml_exits_2_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "broken.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n   bad: indentation\n",
+    );
+    let o = check(&["examples/bookinfo", path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty(), "{}", stdout(&o));
+    let err = stderr(&o);
+    let expected = format!("{}:5:", path.display());
+    assert!(err.contains(&expected), "{err}");
+    assert!(err.contains("YAML syntax error"), "{err}");
+}
+
+/// A syntax error in a later document still names the right line.
+#[test]
+fn broken_yaml_in_second_document() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "a-ok.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n",
+    );
+    write(
+        dir.path(),
+        "b-broken.yml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: [c}\n",
+    );
+    let o = check(&[dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("{}:7:", dir.path().join("b-broken.yml").display())),
+        "{err}"
+    );
+}
+
+/// A missing path and an object that does not parse are unusable input too.
+#[test]
+fn unreadable_input_exits_2() {
+    let o = check(&["examples/does-not-exist"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("examples/does-not-exist"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "bad.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r, namespace: a}\nspec:\n  host: [not, a, string]\n",
+    );
+    let o = check(&[path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("{}:5: DestinationRule r", path.display())),
+        "{err}"
+    );
+}
+
+/// Usage errors are clap's: exit 2.
+#[test]
+fn no_paths_is_a_usage_error() {
+    let o = check(&[]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+/// Hand-written YAML: integer `portLevelMtls` keys and a YAML-null `mtls:` (section 2).
+#[test]
+fn hand_written_yaml_quirks() {
+    let dir = tempfile::tempdir().unwrap();
+    // A workload-port DISABLE for productpage: a targeted exemption (section 4 b).
+    write(
+        dir.path(),
+        "pa.yaml",
+        "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata:\n  name: productpage\n  namespace: bookinfo\nspec:\n  selector:\n    matchLabels:\n      app: productpage\n  mtls:\n    mode: STRICT\n  portLevelMtls:\n    9080:\n      mode: DISABLE\n",
+    );
+    let o = check(&[
+        "--ingress-gateway",
+        "present",
+        "examples/bookinfo",
+        dir.path().to_str().unwrap(),
+    ]);
+    let out = stdout(&o);
+    let pp = lines_of(&out, "bookinfo/productpage");
+    assert_eq!(pp.len(), 1, "{out}");
+    assert!(
+        pp[0].contains("PeerAuthentication bookinfo/productpage exempts productpage from mutual TLS (workload-port level)"),
+        "{out}"
+    );
+
+    // `mtls:` null is STRICT (as `kubectl create` sends it): reviews DISABLE conflicts.
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "policy.yaml",
+        "apiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata:\n  name: default\n  namespace: bookinfo\nspec:\n  peers:\n  - mtls:\n",
+    );
+    let o = check(&[
+        "examples/bookinfo",
+        "examples/scenarios/reviews-disable.yaml",
+        dir.path().to_str().unwrap(),
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(lines_of(&out, "bookinfo/reviews")[0].contains(" error MG101 "));
+    assert!(!out.contains("MG201"), "{out}");
+}
+
+/// `peers: [{}]` (the YAML null dropped by client-side apply) is PLAINTEXT, with MG201.
+#[test]
+fn dropped_null_gives_mg201() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "policy.yaml",
+        "apiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata:\n  name: default\n  namespace: bookinfo\nspec:\n  peers:\n  - {}\n",
+    );
+    let o = check(&["examples/bookinfo", dir.path().to_str().unwrap()]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let reviews = lines_of(&out, "bookinfo/reviews");
+    assert!(reviews[0].contains(" error MG101 "), "{out}");
+    assert!(
+        reviews[1].contains(" warning MG201 ") && reviews[1].contains("mtls: {}"),
+        "{out}"
+    );
+}
+
+/// An external host is out of scope: a note, never a failure.
+#[test]
+fn out_of_scope_host_is_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "ext.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: google\n  namespace: bookinfo\nspec:\n  host: www.google.com\n  trafficPolicy:\n    tls:\n      mode: SIMPLE\n",
+    );
+    let o = check(&["examples/bookinfo", path.to_str().unwrap()]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert_eq!(
+        lines_of(&out, "bookinfo/google"),
+        vec![format!(
+            "{}:1: note MG100 DestinationRule bookinfo/google: host \"www.google.com\" is not a service of the mesh (an external name or another wildcard): allowed, never patched",
+            path.display()
+        )]
+    );
+}
+
+/// A rule without a namespace is judged in `default`, or in `-n`.
+#[test]
+fn rules_without_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "rule.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: reviews\nspec:\n  host: reviews\n  trafficPolicy:\n    tls:\n      mode: DISABLE\n",
+    );
+    let d = dir.path().to_str().unwrap();
+    // In `default` nothing requires mTLS.
+    let o = check(&["examples/bookinfo", d]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(lines_of(&stdout(&o), "default/reviews")
+        .iter()
+        .any(|l| l.contains("MG203")));
+    // Put in bookinfo with -n, it replaces the tutorial's reviews rule and conflicts.
+    let o = check(&["-n", "bookinfo", "examples/bookinfo", d]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(lines_of(&stdout(&o), "bookinfo/reviews")[0].contains(" error MG101 "));
+}

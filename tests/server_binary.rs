@@ -1,0 +1,378 @@
+//! The real `mtls-guard` binary: `certs` writes a usable bundle, `serve` starts with
+//! given or generated certificates, logs one JSON line per review, and on SIGTERM or
+//! Ctrl-C finishes the request in flight and exits 0.
+
+mod server_support;
+
+use base64::Engine;
+use serde_json::Value;
+use server_support::*;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mtls-guard");
+
+/// A child process that is killed if the test ends early, with its output lines.
+struct Running {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+    stdout: mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines_of(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Running {
+    fn spawn(args: &[&str]) -> Running {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let stdout = lines_of(child.stdout.take().unwrap());
+        Running {
+            child,
+            stderr,
+            stdout,
+            stderr_seen: Vec::new(),
+        }
+    }
+
+    /// The next JSON log line satisfying `pred` (bounded wait).
+    fn log_line(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        let parsed = |line: &str| serde_json::from_str::<Value>(line).ok();
+        if let Some(v) = self
+            .stderr_seen
+            .iter()
+            .filter_map(|l| parsed(l))
+            .find(|v| pred(v))
+        {
+            return v;
+        }
+        for _ in 0..600 {
+            match self.stderr.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    self.stderr_seen.push(line.clone());
+                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                        if pred(&v) {
+                            return v;
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        panic!(
+            "no such log line; stderr so far:\n{}",
+            self.stderr_seen.join("\n")
+        );
+    }
+
+    fn stdout_line(&mut self, pred: impl Fn(&str) -> bool) -> String {
+        for _ in 0..600 {
+            match self.stdout.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if pred(&line) => return line,
+                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        panic!("no such stdout line");
+    }
+
+    /// The bound addresses, from the startup log lines.
+    fn addresses(&mut self) -> (std::net::SocketAddr, std::net::SocketAddr) {
+        let admin = self.log_line(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("admin port listening"))
+        });
+        let webhook = self.log_line(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("webhook port listening"))
+        });
+        (
+            webhook["addr"].as_str().unwrap().parse().unwrap(),
+            admin["addr"].as_str().unwrap().parse().unwrap(),
+        )
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on our own child's pid, which we have not waited for yet.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// Waits (bounded) for the process to exit and returns its exit code.
+    fn exit_code(&mut self) -> Option<i32> {
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the process did not exit");
+    }
+}
+
+fn run_certs(out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["certs", "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Command::new(BIN).args(&args).output().unwrap()
+}
+
+fn bookinfo_policies(dir: &Path) -> std::path::PathBuf {
+    let list =
+        serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": bookinfo_values() });
+    let path = dir.join("bookinfo.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&list).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn certs_command_writes_a_bundle_and_prints_the_ca_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("webhook");
+    let output = run_certs(&out, &["--service", "guard", "--namespace", "ops"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let ca = std::fs::read_to_string(out.join("ca.crt")).unwrap();
+    let bundle = String::from_utf8(output.stdout).unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(bundle.trim())
+        .unwrap();
+    assert_eq!(decoded, ca.as_bytes());
+
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(out.join("tls.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let pem = std::fs::read(out.join("tls.crt")).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    let names = format!(
+        "{:?}",
+        cert.subject_alternative_name().unwrap().unwrap().value
+    );
+    for name in [
+        "guard.ops.svc",
+        "guard.ops.svc.cluster.local",
+        "guard.ops",
+        "\"guard\"",
+    ] {
+        assert!(names.contains(name), "{name} in {names}");
+    }
+
+    // Existing files are kept unless --force.
+    let again = run_certs(&out, &["--service", "guard", "--namespace", "ops"]);
+    assert!(!again.status.success());
+    assert_eq!(std::fs::read_to_string(out.join("ca.crt")).unwrap(), ca);
+    let forced = run_certs(
+        &out,
+        &["--service", "guard", "--namespace", "ops", "--force"],
+    );
+    assert!(forced.status.success());
+    assert_ne!(std::fs::read_to_string(out.join("ca.crt")).unwrap(), ca);
+}
+
+/// SIGTERM while a request's body is still arriving: the request is answered, the
+/// process exits 0. Uses `certs` output (with 127.0.0.1 added) and `--policies`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_request_in_flight_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let output = run_certs(&certs, &["--san", "127.0.0.1"]);
+    assert!(output.status.success());
+    let policies = bookinfo_policies(dir.path());
+    let mut server = Running::spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        certs.join("tls.crt").to_str().unwrap(),
+        "--tls-key",
+        certs.join("tls.key").to_str().unwrap(),
+        "--policies",
+        policies.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
+    let (webhook, admin) = server.addresses();
+    let ca = std::fs::read_to_string(certs.join("ca.crt")).unwrap();
+    assert!(wait_for_status(&format!("http://{admin}/readyz"), 200, 200).await);
+
+    // A complete review first: denied (contract section 7), and logged as one JSON line.
+    let client = client_trusting(&[&ca], Protocol::Http2);
+    let (status, answer) = post(
+        &client,
+        &format!("https://{webhook}/validate"),
+        review_body("25"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    let uid = review_json("25")["request"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let line = server.log_line(|v| v["message"] == "review" && v["uid"] == uid.as_str());
+    assert_eq!(line["verdict"], "denied");
+    assert_eq!(line["kind"], "DestinationRule");
+    assert_eq!(line["namespace"], "bookinfo");
+    assert_eq!(line["name"], "reviews");
+    assert_eq!(line["operation"], "UPDATE");
+    assert_eq!(line["dry_run"], true);
+    assert!(line["duration_ms"].is_number());
+
+    // Then one whose body is still arriving when SIGTERM comes.
+    let body = review_body("10");
+    let mut tls = raw_tls(webhook, &ca).await;
+    let head = format!(
+        "POST /validate?timeout=10s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    tls.write_all(first).await.unwrap();
+    tls.flush().await.unwrap();
+    assert!(
+        wait_for_metric_at(
+            &format!("http://{admin}/metrics"),
+            "mtls_guard_requests_in_flight",
+            1.0
+        )
+        .await,
+        "the server is reading the request"
+    );
+
+    server.signal(libc::SIGTERM);
+    server.log_line(|v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("shutting down"))
+    });
+    assert!(wait_for_status(&format!("http://{admin}/readyz"), 503, 200).await);
+
+    tls.write_all(rest).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains(review_json("10")["request"]["uid"].as_str().unwrap()));
+
+    assert_eq!(server.exit_code(), Some(0));
+}
+
+/// Without --tls-cert, `serve` makes a CA and certificate in --cert-dir and prints a
+/// curl command; without --policies the snapshot is empty (with a warning), so a
+/// rule that Bookinfo would deny is allowed. Ctrl-C (SIGINT) stops it with exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_generates_a_certificate_when_none_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert_dir = dir.path().join("generated");
+    let mut server = Running::spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--cert-dir",
+        cert_dir.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
+    server.log_line(|v| {
+        v["level"] == "WARN" && v["message"].as_str().is_some_and(|m| m.contains("EMPTY"))
+    });
+    let (webhook, _admin) = server.addresses();
+    let curl = server.stdout_line(|l| l.contains("curl"));
+    let ca_path = cert_dir.join("ca.crt");
+    assert!(
+        curl.contains(&format!("--cacert {}", ca_path.display())),
+        "{curl}"
+    );
+    assert!(
+        curl.contains(&format!("https://localhost:{}/validate", webhook.port())),
+        "{curl}"
+    );
+
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(cert_dir.join("tls.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let ca = std::fs::read_to_string(&ca_path).unwrap();
+    let client = client_trusting(&[&ca], Protocol::Http1);
+    let (status, answer) = post(
+        &client,
+        &format!("https://{webhook}/validate"),
+        review_body("25"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+
+    server.signal(libc::SIGINT);
+    assert_eq!(server.exit_code(), Some(0));
+}
+
+#[test]
+fn serve_fails_clearly_on_a_missing_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            dir.path().join("nope.crt").to_str().unwrap(),
+            "--tls-key",
+            dir.path().join("nope.key").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("nope.crt"), "{stderr}");
+}

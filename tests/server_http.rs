@@ -1,0 +1,604 @@
+//! The server over real TLS with a real HTTP client: the webhook routes answer the
+//! captured AdmissionReviews (contract section 6), the admin port reports health,
+//! readiness and metrics, and bad input never stops the server.
+
+mod server_support;
+
+use base64::Engine;
+use mtls_guard::server::{SnapshotSource, BODY_LIMIT};
+use mtls_guard::snapshot::Snapshot;
+use serde_json::Value;
+use server_support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn is_mutating(number: &str) -> bool {
+    let dir = fixtures().join("admission");
+    std::fs::read_dir(dir).unwrap().any(|e| {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        name.starts_with(&format!("{number}-")) && name.ends_with("-mutating.json")
+    })
+}
+
+fn decoded_patch(answer: &Value) -> Option<Value> {
+    let b64 = answer.pointer("/response/patch")?.as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    Some(serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn admin_port_reports_health_readiness_and_metrics() {
+    let server = TestServer::bookinfo().await;
+    let admin = plain_client();
+
+    let healthz = admin
+        .get(server.admin_url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(healthz.status(), 200);
+    let readyz = admin.get(server.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(readyz.status(), 200);
+
+    // One review, so the review metrics have a sample.
+    let (status, _) = post(
+        &server.client(),
+        &server.url("/validate"),
+        review_body("10"),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let resp = admin
+        .get(server.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = resp.text().await.unwrap();
+    assert_eq!(
+        metric_value(
+            &text,
+            &format!(
+                "mtls_guard_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(&text, "mtls_guard_snapshot_objects{kind=\"Service\"}"),
+        Some(4.0)
+    );
+    assert_eq!(
+        metric_value(&text, "mtls_guard_snapshot_objects{kind=\"Policy\"}"),
+        Some(1.0)
+    );
+    assert_eq!(metric_value(&text, "mtls_guard_snapshot_loaded"), Some(1.0));
+    let expiry = metric_value(
+        &text,
+        "mtls_guard_serving_certificate_expiry_timestamp_seconds",
+    );
+    assert_eq!(expiry, Some(server.handle.certificate().not_after as f64));
+    assert_eq!(
+        metric_value(
+            &text,
+            "mtls_guard_reviews_total{endpoint=\"validate\",verdict=\"allowed\",kind=\"DestinationRule\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "mtls_guard_review_duration_seconds_count{endpoint=\"validate\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("# EOF"));
+    server.handle.stop().await;
+}
+
+#[tokio::test]
+async fn every_fixture_is_answered_in_its_version_with_its_uid() {
+    let server = TestServer::bookinfo().await;
+    let client = server.client();
+    let mut seen_v1beta1 = 0;
+    for n in 1..=38 {
+        let number = format!("{n:02}");
+        let request = review_json(&number);
+        let path = if is_mutating(&number) {
+            "/mutate"
+        } else {
+            "/validate"
+        };
+        let (status, answer) = post(&client, &server.url(path), review_body(&number)).await;
+        assert_eq!(status, 200, "fixture {number}: {answer}");
+        assert_eq!(answer["kind"], "AdmissionReview", "fixture {number}");
+        assert_eq!(
+            answer["apiVersion"], request["apiVersion"],
+            "fixture {number}"
+        );
+        assert_eq!(
+            answer["response"]["uid"], request["request"]["uid"],
+            "fixture {number}"
+        );
+        assert!(
+            answer["response"]["allowed"].is_boolean(),
+            "fixture {number}"
+        );
+        if request["apiVersion"] == "admission.k8s.io/v1beta1" {
+            seen_v1beta1 += 1;
+        }
+    }
+    assert_eq!(seen_v1beta1, 1, "fixture 21 is the v1beta1 review");
+    server.handle.stop().await;
+}
+
+/// Contract section 7 over HTTPS: allowed untouched, patched to DISABLE, filled,
+/// and the DISABLE rule denied (also under dry run).
+#[tokio::test]
+async fn bookinfo_scenario_verdicts() {
+    let server = TestServer::bookinfo().await;
+    let client = server.client();
+
+    // reviews, ISTIO_MUTUAL: allowed untouched.
+    let (_, answer) = post(&client, &server.url("/mutate"), review_body("09")).await;
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"].get("patch").is_none(), "{answer}");
+    let (_, answer) = post(&client, &server.url("/validate"), review_body("10")).await;
+    assert_eq!(answer["response"]["allowed"], true);
+
+    // productpage, ISTIO_MUTUAL behind a non-mesh Ingress: patched to DISABLE, with a warning.
+    let (_, answer) = post(&client, &server.url("/mutate"), review_body("07")).await;
+    assert_eq!(answer["response"]["allowed"], true);
+    assert_eq!(answer["response"]["patchType"], "JSONPatch");
+    let patch = decoded_patch(&answer).expect("a patch");
+    assert!(patch.to_string().contains("DISABLE"), "{patch}");
+    assert!(!answer["response"]["warnings"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // reviews with tls.mode DISABLE (server dry run): denied, naming host, port and fix.
+    let (_, answer) = post(&client, &server.url("/validate"), review_body("25")).await;
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    let message = answer["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("reviews") && message.contains("9080"),
+        "{message}"
+    );
+    assert!(
+        message.contains("DISABLE") && message.contains("ISTIO_MUTUAL"),
+        "{message}"
+    );
+
+    // patch-me, no trafficPolicy: ISTIO_MUTUAL filled in, parent created first.
+    let (_, answer) = post(&client, &server.url("/mutate"), review_body("36")).await;
+    let patch = decoded_patch(&answer).expect("a patch");
+    let ops = patch.as_array().unwrap();
+    assert_eq!(ops[0]["path"], "/spec/trafficPolicy", "{patch}");
+    assert!(patch.to_string().contains("ISTIO_MUTUAL"), "{patch}");
+
+    let text = server.handle.metrics_text();
+    for (labels, at_least) in [
+        (
+            "endpoint=\"mutate\",verdict=\"patched\",kind=\"DestinationRule\"",
+            2.0,
+        ),
+        (
+            "endpoint=\"validate\",verdict=\"denied\",kind=\"DestinationRule\"",
+            1.0,
+        ),
+    ] {
+        let v = metric_value(&text, &format!("mtls_guard_reviews_total{{{labels}}}"));
+        assert!(v.unwrap_or(0.0) >= at_least, "{labels}: {text}");
+    }
+    server.handle.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_requests_get_clear_answers_and_the_server_keeps_serving() {
+    let server = TestServer::bookinfo().await;
+    let client = server.client();
+
+    let mut without_object = review_json("09");
+    without_object["request"]["object"] = Value::Null;
+    let mut string_object = review_json("09");
+    string_object["request"]["object"] = Value::from("not an object");
+    let mut no_request = review_json("10");
+    no_request.as_object_mut().unwrap().remove("request");
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("invalid JSON", b"{\"apiVersion\": ".to_vec()),
+        ("empty body", Vec::new()),
+        ("not UTF-8", vec![0xff, 0xfe, 0x00, 0x80]),
+        ("{}", b"{}".to_vec()),
+        ("JSON array", b"[1,2,3]".to_vec()),
+        ("deeply nested", deep.into_bytes()),
+        (
+            "review without request",
+            serde_json::to_vec(&no_request).unwrap(),
+        ),
+        (
+            "CREATE without object",
+            serde_json::to_vec(&without_object).unwrap(),
+        ),
+        (
+            "object is a string",
+            serde_json::to_vec(&string_object).unwrap(),
+        ),
+    ];
+    for (name, body) in cases {
+        for path in ["/mutate", "/validate"] {
+            let (status, answer) = post(&client, &server.url(path), body.clone()).await;
+            assert!(
+                status == 200 || status == 400,
+                "{name} {path}: {status} {answer}"
+            );
+            let message = message_of(&answer);
+            assert!(
+                message.as_deref().is_some_and(|m| !m.is_empty()),
+                "{name} {path}: no message in {answer}"
+            );
+            if let Some(response) = answer.get("response") {
+                assert_eq!(response["allowed"], false, "{name} {path}: {answer}");
+            }
+            if status == 200 {
+                assert_eq!(
+                    answer["response"]["uid"],
+                    review_json("09")["request"]["uid"]
+                );
+            }
+            // The next request on the same client is served normally.
+            let (status, answer) = post(&client, &server.url("/validate"), review_body("10")).await;
+            assert_eq!(status, 200, "after {name}: {answer}");
+            assert_eq!(answer["response"]["allowed"], true);
+        }
+    }
+    server.handle.stop().await;
+}
+
+/// A body of exactly 3 MiB is read; one byte more gets 413; the server goes on.
+#[tokio::test]
+async fn body_limit_is_3_mib() {
+    let server = TestServer::bookinfo().await;
+    let mut at_limit = review_body("10");
+    at_limit.resize(BODY_LIMIT, b' ');
+    let mut over = at_limit.clone();
+    over.push(b' ');
+    for client in [server.client(), server.h2_client()] {
+        let (status, answer) = post(&client, &server.url("/validate"), at_limit.clone()).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            answer["response"]["uid"],
+            review_json("10")["request"]["uid"]
+        );
+        let (status, answer) = post(&client, &server.url("/validate"), over.clone()).await;
+        assert_eq!(status, 413, "{answer}");
+        assert!(message_of(&answer).unwrap().contains("3 MiB"));
+        let (status, _) = post(&client, &server.url("/validate"), review_body("10")).await;
+        assert_eq!(status, 200);
+    }
+    server.handle.stop().await;
+}
+
+#[tokio::test]
+async fn other_paths_and_methods_are_404_and_405() {
+    let server = TestServer::bookinfo().await;
+    let client = server.client();
+    let resp = client.get(server.url("/validate")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    let resp = client.get(server.url("/mutate")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    let (status, _) = post(&client, &server.url("/validate/main"), review_body("10")).await;
+    assert_eq!(status, 404);
+    let resp = client.get(server.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let resp = client.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), 404, "the probes are on the admin port only");
+    // And the API server's query string is accepted.
+    let (status, _) = post(
+        &client,
+        &server.url("/validate?timeout=10s"),
+        review_body("10"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    server.handle.stop().await;
+}
+
+#[tokio::test]
+async fn plaintext_http_on_the_tls_port_gets_no_http_answer() {
+    let server = TestServer::bookinfo().await;
+    let mut tcp = tokio::net::TcpStream::connect(server.handle.webhook_addr())
+        .await
+        .unwrap();
+    tcp.write_all(b"POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        tcp.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(read.is_ok(), "the server closes the connection");
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    let plain = plain_client();
+    let url = format!(
+        "http://127.0.0.1:{}/validate",
+        server.handle.webhook_addr().port()
+    );
+    assert!(plain
+        .post(url)
+        .body(review_body("10"))
+        .send()
+        .await
+        .is_err());
+
+    // HTTPS still works afterwards.
+    let (status, _) = post(
+        &server.client(),
+        &server.url("/validate"),
+        review_body("10"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    server.handle.stop().await;
+}
+
+#[tokio::test]
+async fn http2_and_http1_keep_alive_both_work() {
+    let server = TestServer::bookinfo().await;
+    for (client, version) in [
+        (server.h2_client(), reqwest::Version::HTTP_2),
+        (server.client(), reqwest::Version::HTTP_11),
+    ] {
+        for _ in 0..5 {
+            let resp = client
+                .post(server.url("/mutate"))
+                .header("content-type", "application/json")
+                .body(review_body("09"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.version(), version);
+            assert_eq!(resp.status(), 200);
+            let answer: Value = resp.json().await.unwrap();
+            assert_eq!(
+                answer["response"]["uid"],
+                review_json("09")["request"]["uid"]
+            );
+        }
+    }
+    // Several streams at once on one HTTP/2 connection.
+    let client = server.h2_client();
+    let url = server.url("/validate");
+    let requests = (0..16).map(|_| post(&client, &url, review_body("25")));
+    for (status, answer) in futures::future::join_all(requests).await {
+        assert_eq!(status, 200);
+        assert_eq!(answer["response"]["allowed"], false);
+    }
+    server.handle.stop().await;
+}
+
+#[tokio::test]
+async fn tls_1_2_and_1_3_are_served() {
+    let server = TestServer::bookinfo().await;
+    for version in [
+        reqwest::tls::Version::TLS_1_2,
+        reqwest::tls::Version::TLS_1_3,
+    ] {
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(server.ca.pem().as_bytes()).unwrap(),
+            )
+            .min_tls_version(version)
+            .max_tls_version(version)
+            .build()
+            .unwrap();
+        let (status, _) = post(&client, &server.url("/validate"), review_body("10")).await;
+        assert_eq!(status, 200, "{version:?}");
+    }
+    // A client that trusts another CA refuses the server.
+    let other = TestCa::new("other CA");
+    let stranger = client_trusting(&[&other.pem()], Protocol::Http1);
+    assert!(stranger
+        .post(server.url("/validate"))
+        .body(review_body("10"))
+        .send()
+        .await
+        .is_err());
+    server.handle.stop().await;
+}
+
+#[tokio::test]
+async fn not_ready_and_503_until_a_snapshot_is_published() {
+    let server = TestServer::start(SnapshotSource::Deferred).await;
+    let admin = plain_client();
+    let readyz = admin.get(server.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(readyz.status(), 503);
+    assert!(readyz.text().await.unwrap().contains("snapshot"));
+    let (status, answer) = post(
+        &server.client(),
+        &server.url("/validate"),
+        review_body("10"),
+    )
+    .await;
+    assert_eq!(status, 503, "{answer}");
+
+    server
+        .handle
+        .snapshots()
+        .publish(Snapshot::from_objects(bookinfo_objects()));
+    let readyz = admin.get(server.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(readyz.status(), 200);
+    let (status, answer) = post(
+        &server.client(),
+        &server.url("/validate"),
+        review_body("25"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"]["allowed"], false);
+    server.handle.stop().await;
+}
+
+#[tokio::test]
+async fn files_source_loads_policies_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let list =
+        serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": bookinfo_values() });
+    let path = dir.path().join("bookinfo.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&list).unwrap()).unwrap();
+    let server = TestServer::start(SnapshotSource::Files(vec![path])).await;
+    let text = server.handle.metrics_text();
+    assert_eq!(
+        metric_value(&text, "mtls_guard_snapshot_objects{kind=\"Service\"}"),
+        Some(4.0)
+    );
+    let (_, answer) = post(
+        &server.client(),
+        &server.url("/validate"),
+        review_body("25"),
+    )
+    .await;
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    server.handle.stop().await;
+}
+
+#[tokio::test]
+async fn missing_policy_files_fail_the_start() {
+    let ca = TestCa::new("test CA");
+    let secret = SecretDir::new(&ca.serving_pair());
+    let config = mtls_guard::server::ServerConfig::local(
+        secret.files(),
+        SnapshotSource::Files(vec!["/nonexistent/policies.yaml".into()]),
+    );
+    let err = mtls_guard::server::start(config).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("/nonexistent/policies.yaml"),
+        "{err:#}"
+    );
+}
+
+/// A request whose body is still arriving when the shutdown starts is answered;
+/// the server then stops, and new connections are refused.
+#[tokio::test]
+async fn shutdown_drains_a_request_in_flight() {
+    let server = TestServer::bookinfo().await;
+    let body = review_body("10");
+    let mut tls = raw_tls(server.handle.webhook_addr(), &server.ca.pem()).await;
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    tls.write_all(first).await.unwrap();
+    tls.flush().await.unwrap();
+    assert!(
+        wait_for_metric_at(
+            &server.admin_url("/metrics"),
+            "mtls_guard_requests_in_flight",
+            1.0
+        )
+        .await,
+        "the server is reading the request"
+    );
+
+    server.handle.shutdown();
+    assert!(
+        wait_for_status(&server.admin_url("/readyz"), 503, 200).await,
+        "not ready once the shutdown starts"
+    );
+    tls.write_all(rest).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains(review_json("10")["request"]["uid"].as_str().unwrap()));
+
+    let addr = server.handle.webhook_addr();
+    server.handle.wait().await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+/// Clients that stall are cut off by the limits: no TLS handshake, headers that never
+/// end, a body that never ends (408). The server goes on serving.
+#[tokio::test]
+async fn stalled_clients_are_cut_off() {
+    use std::time::Duration;
+    let server = TestServer::start_with(SnapshotSource::Objects(bookinfo_objects()), |c| {
+        c.limits.tls_handshake_timeout = Duration::from_millis(300);
+        c.limits.header_read_timeout = Duration::from_millis(300);
+        c.review_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let bound = Duration::from_secs(15);
+
+    // TCP connection, no ClientHello: closed by the server.
+    let mut tcp = tokio::net::TcpStream::connect(server.handle.webhook_addr())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(bound, tcp.read_to_end(&mut buf)).await;
+    assert!(
+        closed.is_ok(),
+        "the server closes a connection without handshake"
+    );
+
+    // Headers that never end: closed without an answer.
+    let mut tls = raw_tls(server.handle.webhook_addr(), &server.ca.pem()).await;
+    tls.write_all(b"POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(bound, tls.read_to_end(&mut buf)).await;
+    assert!(
+        closed.is_ok(),
+        "the server closes a connection whose headers never end"
+    );
+
+    // A body that never ends: 408.
+    let mut tls = raw_tls(server.handle.webhook_addr(), &server.ca.pem()).await;
+    tls.write_all(b"POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"apiVersion\":")
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(bound, tls.read(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+
+    let (status, _) = post(
+        &server.client(),
+        &server.url("/validate"),
+        review_body("10"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    server.handle.stop().await;
+}
