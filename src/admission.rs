@@ -1,15 +1,18 @@
 //! AdmissionReview in, AdmissionReview out (contract section 6), with no I/O:
 //! the HTTP layer hands over the body and sends back what this returns.
 
-use crate::decision::{judge, Outcome, Verdict};
+use crate::decision::{judge, Verdict};
 use crate::model::{AuthPolicy, DestinationRule};
 use crate::patch;
 use crate::settings::{Mode, Settings};
 use crate::snapshot::Snapshot;
 use base64::Engine;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::{DynamicObject, Status};
+use kube::core::admission::Operation;
+use kube::core::{GroupVersionKind, Status};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 
 const V1: &str = "admission.k8s.io/v1";
 const V1BETA1: &str = "admission.k8s.io/v1beta1";
@@ -66,6 +69,91 @@ pub struct Reviewed {
     pub warnings: usize,
 }
 
+/// The parts of an AdmissionReview request that a decision reads. The object
+/// stays raw until its kind is known, and `oldObject`, `userInfo` and
+/// `managedFields` are skipped unparsed: parsing the whole review into kube's
+/// `AdmissionReview<DynamicObject>` cost ten times the decision itself.
+#[derive(Deserialize)]
+struct ReviewIn<'a> {
+    #[serde(rename = "apiVersion", default, borrow)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    request: Option<RequestIn<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+    kind: GroupVersionKind,
+    #[serde(default, borrow)]
+    name: Cow<'a, str>,
+    #[serde(default, borrow)]
+    namespace: Option<Cow<'a, str>>,
+    operation: Operation,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default, borrow)]
+    object: Option<&'a RawValue>,
+}
+
+/// The AdmissionReview answer, in the request's version. `patch` is base64, as
+/// the API defines it (Go's `[]byte`).
+#[derive(Serialize)]
+struct ReviewOut<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'a str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+/// What the decision says about one request.
+#[derive(Default)]
+struct Answer {
+    denied: Option<Status>,
+    patch: Option<json_patch::Patch>,
+    warnings: Vec<String>,
+    /// The request could not be judged (no object, an object of the wrong shape).
+    unreadable: bool,
+}
+
+impl Answer {
+    fn allow() -> Answer {
+        Answer::default()
+    }
+
+    fn with_warnings(warnings: Vec<String>) -> Answer {
+        Answer {
+            warnings,
+            ..Answer::default()
+        }
+    }
+
+    fn unreadable(message: String) -> Answer {
+        Answer {
+            denied: Some(status(400, message)),
+            unreadable: true,
+            ..Answer::default()
+        }
+    }
+}
+
 /// Answers one AdmissionReview body for `endpoint`.
 pub fn review(
     snapshot: &Snapshot,
@@ -73,64 +161,65 @@ pub fn review(
     endpoint: Endpoint,
     body: &[u8],
 ) -> Reviewed {
-    let parsed: Result<AdmissionReview<DynamicObject>, _> = serde_json::from_slice(body);
-    let review = match parsed {
+    let parsed: ReviewIn = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => return unreadable(body, &e.to_string()),
     };
-    let api_version = review.types.api_version.clone();
+    let api_version = parsed.api_version.as_deref().unwrap_or("");
     if api_version != V1 && api_version != V1BETA1 {
         return error_answer(
-            &api_version,
+            api_version,
             "",
-            format!("unsupported AdmissionReview apiVersion {api_version:?}: expected {V1} or {V1BETA1}"),
+            format!(
+                "unsupported AdmissionReview apiVersion {api_version:?}: expected {V1} or {V1BETA1}"
+            ),
         );
     }
-    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
-        Ok(r) => r,
-        Err(_) => {
-            return error_answer(
-                &api_version,
-                "",
-                "AdmissionReview has no `request`".to_string(),
-            )
-        }
+    let Some(request) = parsed.request else {
+        return error_answer(
+            api_version,
+            "",
+            "AdmissionReview has no `request`".to_string(),
+        );
     };
-    let mut out = Reviewed {
-        status: 200,
-        body: Vec::new(),
-        verdict: ReviewVerdict::Allowed,
-        kind: request.kind.kind.clone(),
-        uid: request.uid.clone(),
-        namespace: request.namespace.clone().unwrap_or_default(),
-        name: request.name.clone(),
-        operation: format!("{:?}", request.operation).to_ascii_uppercase(),
-        dry_run: request.dry_run,
-        warnings: 0,
-    };
-    let response = answer(snapshot, settings, endpoint, &request);
-    out.verdict = if !response.allowed {
+    let answer = answer(snapshot, settings, endpoint, &request);
+    let verdict = if answer.unreadable {
+        ReviewVerdict::Error
+    } else if answer.denied.is_some() {
         ReviewVerdict::Denied
-    } else if response.patch.is_some() {
+    } else if answer.patch.is_some() {
         ReviewVerdict::Patched
     } else {
         ReviewVerdict::Allowed
     };
-    out.warnings = response.warnings.as_ref().map_or(0, Vec::len);
-    out.body = encode(response);
-    out
-}
-
-/// Serializes the answer. kube-core writes `patch` as an array of numbers;
-/// the AdmissionReview API defines it as base64 (Go's `[]byte`), so it is
-/// re-encoded here.
-fn encode(response: AdmissionResponse) -> Vec<u8> {
-    let patch = response.patch.clone();
-    let mut value = serde_json::to_value(response.into_review()).unwrap_or_default();
-    if let (Some(bytes), Some(slot)) = (patch, value.pointer_mut("/response/patch")) {
-        *slot = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+    let warnings = answer.warnings.len();
+    let patch = answer.patch.map(|p| {
+        base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&p).unwrap_or_default())
+    });
+    let out = ReviewOut {
+        api_version,
+        kind: "AdmissionReview",
+        response: ResponseOut {
+            uid: &request.uid,
+            allowed: answer.denied.is_none(),
+            status: answer.denied,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            warnings: answer.warnings,
+        },
+    };
+    Reviewed {
+        status: 200,
+        body: serde_json::to_vec(&out).unwrap_or_default(),
+        verdict,
+        kind: request.kind.kind.clone(),
+        uid: request.uid.to_string(),
+        namespace: request.namespace.as_deref().unwrap_or("").to_string(),
+        name: request.name.to_string(),
+        operation: format!("{:?}", request.operation).to_ascii_uppercase(),
+        dry_run: request.dry_run,
+        warnings,
     }
-    serde_json::to_vec(&value).unwrap_or_default()
 }
 
 /// The decision for a readable request.
@@ -138,59 +227,46 @@ fn answer(
     snapshot: &Snapshot,
     settings: &Settings,
     endpoint: Endpoint,
-    request: &AdmissionRequest<DynamicObject>,
-) -> AdmissionResponse {
-    let allow = AdmissionResponse::from(request);
+    request: &RequestIn,
+) -> Answer {
     if !matches!(request.operation, Operation::Create | Operation::Update) {
-        return allow;
+        return Answer::allow();
     }
     let group = request.kind.group.as_str();
     let kind = request.kind.kind.as_str();
-    let Some(object) = request.object.as_ref() else {
-        return deny(allow, 400, format!("{kind} {} has no object", request.name));
+    let Some(object) = request.object.filter(|o| o.get() != "null") else {
+        return Answer::unreadable(format!("{kind} {} has no object", request.name));
     };
-    let raw = match serde_json::to_value(object) {
-        Ok(v) => v,
-        Err(e) => return deny(allow, 400, format!("cannot read the object: {e}")),
-    };
-    let namespace = request
-        .namespace
-        .clone()
-        .or_else(|| object.metadata.namespace.clone())
-        .unwrap_or_else(|| "default".to_string());
-    let mode = snapshot.namespace_mode(&namespace).unwrap_or(settings.mode);
+    let namespace = request.namespace.as_deref().unwrap_or("default");
+    let mode = snapshot.namespace_mode(namespace).unwrap_or(settings.mode);
     if mode == Mode::Off {
-        return allow;
+        return Answer::allow();
     }
     match (group, kind) {
         ("networking.istio.io", "DestinationRule") => {
-            let rule = match DestinationRule::deserialize_from(&raw) {
+            let rule: DestinationRule = match serde_json::from_str(object.get()) {
                 Ok(r) => r,
                 Err(e) => {
-                    return deny(
-                        allow,
-                        400,
-                        format!("DestinationRule {namespace}/{}: {e}", request.name),
-                    )
+                    return Answer::unreadable(format!(
+                        "DestinationRule {namespace}/{}: {e}",
+                        request.name
+                    ))
                 }
             };
-            let verdict = judge(snapshot, settings, &rule, &namespace);
-            destination_rule(settings, endpoint, mode, allow, &verdict, &rule, &raw)
+            let verdict = judge(snapshot, settings, &rule, namespace);
+            destination_rule(settings, endpoint, mode, &verdict, &rule, object)
         }
         ("authentication.istio.io", "Policy" | "MeshPolicy") => {
             // Allowed untouched; only the YAML-null trap is worth a word.
-            match serde_json::from_value::<AuthPolicy>(raw) {
-                Ok(p) if p.spec.has_peer_without_mtls() => with_warnings(
-                    allow,
-                    vec![format!(
-                        "mtls-guard: {kind} {}: a peers element has no `mtls` key, so Istio reads it as no mTLS (PLAINTEXT); write `mtls: {{}}` if mutual TLS was meant (a YAML `mtls:` null is dropped by client-side kubectl apply)",
-                        request.name
-                    )],
-                ),
-                _ => allow,
+            match serde_json::from_str::<AuthPolicy>(object.get()) {
+                Ok(p) if p.spec.has_peer_without_mtls() => Answer::with_warnings(vec![format!(
+                    "mtls-guard: {kind} {}: a peers element has no `mtls` key, so Istio reads it as no mTLS (PLAINTEXT); write `mtls: {{}}` if mutual TLS was meant (a YAML `mtls:` null is dropped by client-side kubectl apply)",
+                    request.name
+                )]),
+                _ => Answer::allow(),
             }
         }
-        _ => allow,
+        _ => Answer::allow(),
     }
 }
 
@@ -198,11 +274,10 @@ fn destination_rule(
     settings: &Settings,
     endpoint: Endpoint,
     mode: Mode,
-    allow: AdmissionResponse,
     verdict: &Verdict,
     rule: &DestinationRule,
-    raw: &Value,
-) -> AdmissionResponse {
+    object: &RawValue,
+) -> Answer {
     let domain = &settings.cluster_domain;
     let mut warnings: Vec<String> = verdict
         .warnings
@@ -210,17 +285,22 @@ fn destination_rule(
         .map(|w| format!("mtls-guard: {}", w.message))
         .collect();
     match (endpoint, mode) {
-        (_, Mode::Off) => allow,
+        (_, Mode::Off) => Answer::allow(),
         (Endpoint::Mutate, Mode::Enforce) => {
-            let plan = patch::plan(verdict, &rule.spec, raw);
-            warnings.extend(plan.changes.iter().cloned());
-            let allow = with_warnings(allow, warnings);
-            if plan.is_empty() {
-                return allow;
+            if !verdict.has_change() {
+                return Answer::with_warnings(warnings);
             }
-            match allow.clone().with_patch(plan.patch) {
-                Ok(r) => r,
-                Err(e) => deny(allow, 500, format!("cannot serialize the patch: {e}")),
+            // The raw object is read only when there is something to patch.
+            let raw: Value = match serde_json::from_str(object.get()) {
+                Ok(v) => v,
+                Err(e) => return Answer::unreadable(format!("cannot read the object: {e}")),
+            };
+            let plan = patch::plan(verdict, &rule.spec, &raw);
+            warnings.extend(plan.changes.iter().cloned());
+            Answer {
+                patch: (!plan.is_empty()).then_some(plan.patch),
+                warnings,
+                ..Answer::default()
             }
         }
         (Endpoint::Mutate, Mode::Warn) => {
@@ -230,7 +310,7 @@ fn destination_rule(
                     verdict.message(f, domain)
                 )
             }));
-            with_warnings(allow, warnings)
+            Answer::with_warnings(warnings)
         }
         (Endpoint::Validate, Mode::Enforce) => {
             let conflicts: Vec<String> = verdict
@@ -243,47 +323,31 @@ fn destination_rule(
                     verdict.message(f, domain)
                 )
             }));
-            let allow = with_warnings(allow, warnings);
-            if conflicts.is_empty() {
-                allow
-            } else {
-                deny(allow, 403, conflicts.join("; "))
+            Answer {
+                denied: (!conflicts.is_empty()).then(|| status(403, conflicts.join("; "))),
+                warnings,
+                ..Answer::default()
             }
         }
         (Endpoint::Validate, Mode::Warn) => {
-            warnings.extend(
-                verdict
-                    .findings
-                    .iter()
-                    .filter(|f| f.outcome == Outcome::Conflict)
-                    .map(|f| {
-                        format!(
-                            "mtls-guard (warn mode, not denied): {}",
-                            verdict.message(f, domain)
-                        )
-                    }),
-            );
-            with_warnings(allow, warnings)
+            warnings.extend(verdict.conflicts().map(|f| {
+                format!(
+                    "mtls-guard (warn mode, not denied): {}",
+                    verdict.message(f, domain)
+                )
+            }));
+            Answer::with_warnings(warnings)
         }
     }
 }
 
-fn with_warnings(mut r: AdmissionResponse, warnings: Vec<String>) -> AdmissionResponse {
-    if !warnings.is_empty() {
-        r.warnings = Some(warnings);
-    }
-    r
-}
-
-fn deny(r: AdmissionResponse, code: u16, message: String) -> AdmissionResponse {
+fn status(code: u16, message: String) -> Status {
     let reason = match code {
         400 => "BadRequest",
         403 => "Forbidden",
         _ => "InternalError",
     };
-    let mut r = r.deny(&message);
-    r.result = Status::failure(&message, reason).with_code(code);
-    r
+    Status::failure(&message, reason).with_code(code)
 }
 
 /// A body that is not an AdmissionReview: answer 400, in the review's own

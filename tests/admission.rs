@@ -317,7 +317,10 @@ fn malformed_reviews_get_clear_answers() {
     let mut body = fixture("10-");
     body["request"]["object"] = Value::Null;
     let (status, resp, verdict) = answer(&snap, &s, Endpoint::Validate, &body);
-    assert_eq!((status, verdict), (200, ReviewVerdict::Denied));
+    // Not judged: a denial with code 400, counted as an error.
+    assert_eq!((status, verdict), (200, ReviewVerdict::Error));
+    assert_eq!(resp["response"]["allowed"], false);
+    assert_eq!(resp["response"]["status"]["code"], 400);
     assert!(resp["response"]["status"]["message"]
         .as_str()
         .unwrap()
@@ -328,12 +331,14 @@ fn malformed_reviews_get_clear_answers() {
     let (status, resp, verdict) = answer(&snap, &s, Endpoint::Validate, &body);
     assert_eq!(status, 200, "{resp:#}");
     assert_eq!(verdict, ReviewVerdict::Error);
+    assert_eq!(resp["response"]["allowed"], false);
     assert_eq!(resp["response"]["uid"], body["request"]["uid"]);
     // A spec of the wrong shape.
     let mut body = fixture("10-");
     body["request"]["object"]["spec"]["host"] = json!(42);
     let (_, resp, verdict) = answer(&snap, &s, Endpoint::Mutate, &body);
-    assert_eq!(verdict, ReviewVerdict::Denied, "{resp:#}");
+    assert_eq!(verdict, ReviewVerdict::Error, "{resp:#}");
+    assert_eq!(resp["response"]["allowed"], false);
     assert!(resp["response"]["status"]["message"]
         .as_str()
         .unwrap()

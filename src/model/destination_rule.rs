@@ -9,7 +9,9 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct DestinationRule {
-    #[serde(default)]
+    /// Only `name`, `namespace` and `creationTimestamp` are read: the rest
+    /// (`managedFields` above all) would cost more than the whole decision.
+    #[serde(default, deserialize_with = "identity")]
     pub metadata: ObjectMeta,
     #[serde(default, deserialize_with = "null_default")]
     pub spec: DestinationRuleSpec,
@@ -73,4 +75,25 @@ impl TrafficPolicy {
             .iter()
             .position(|e| e.port.as_ref().and_then(|p| p.number) == Some(port))
     }
+}
+
+/// The identity fields of `metadata`; every other field is skipped unparsed.
+fn identity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase")]
+    struct Identity {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        namespace: Option<String>,
+        #[serde(default)]
+        creation_timestamp: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    }
+    let id = Option::<Identity>::deserialize(d)?.unwrap_or_default();
+    Ok(ObjectMeta {
+        name: id.name,
+        namespace: id.namespace,
+        creation_timestamp: id.creation_timestamp,
+        ..ObjectMeta::default()
+    })
 }
