@@ -12,6 +12,10 @@
 //!
 //! Plus the MeshPolicy `default` (STRICT). DestinationRules are in the snapshot too
 //! (counted, not indexed), one per service, with subsets and portLevelSettings.
+//!
+//! Groups: `judge` (the snapshot built on another thread, as the server's
+//! `spawn_blocking` does), `snapshot` (build time), `judge_fragmented_arena` (the
+//! same rules, judged on the thread that parsed 246k objects and built the snapshot).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use mtls_guard::decision::judge;
@@ -65,7 +69,9 @@ fn mesh_objects() -> Vec<MeshObject> {
         "apiVersion": "authentication.istio.io/v1alpha1", "kind": "MeshPolicy",
         "metadata": {"name": "default"}, "spec": {"peers": [{"mtls": {}}]},
     })));
-    out.push(obj(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}})));
+    out.push(obj(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}),
+    ));
     for i in 0..NAMESPACES {
         let ns = ns_name(i);
         out.push(obj(json!({
@@ -154,28 +160,23 @@ fn rule(ns: &str, spec: Value) -> DestinationRule {
     }
 }
 
-fn bench(c: &mut Criterion) {
-    let t = Instant::now();
-    let objects = mesh_objects();
-    let parsed = t.elapsed();
-    let t = Instant::now();
-    let snapshot = Snapshot::from_objects(objects.clone());
-    let built = t.elapsed();
-    eprintln!(
-        "{} objects: parsed with MeshObject::from_value in {parsed:.2?}, snapshot built in {built:.2?}; counts {:?}",
-        objects.len(),
-        snapshot.counts()
-    );
-    let settings = Settings::default();
-
+/// The rules benched: (name, namespace admitted in, rule).
+fn cases() -> Vec<(&'static str, &'static str, DestinationRule)> {
     // ns-00042: Policy-decided (i % 4 == 2); ns-00041: workload PeerAuthentication;
     // ns-00040: namespace PeerAuthentication and an Ingress in front of svc-9.
-    let cases: Vec<(&str, &str, DestinationRule)> = vec![
-        ("short_host", "ns-00042", rule("ns-00042", service_rule_spec("svc-3"))),
+    vec![
+        (
+            "short_host",
+            "ns-00042",
+            rule("ns-00042", service_rule_spec("svc-3")),
+        ),
         (
             "fqdn_service_port_policy",
             "ns-01234",
-            rule("ns-01234", service_rule_spec("svc-1.ns-01234.svc.cluster.local")),
+            rule(
+                "ns-01234",
+                service_rule_spec("svc-1.ns-01234.svc.cluster.local"),
+            ),
         ),
         (
             "namespace_wide_wildcard",
@@ -206,33 +207,74 @@ fn bench(c: &mut Criterion) {
             "ns-00043",
             rule("ns-00043", service_rule_spec("ghost")),
         ),
-    ];
-    let mut group = c.benchmark_group("judge");
-    for (name, ns, dr) in &cases {
-        let v = judge(&snapshot, &settings, dr, ns);
-        eprintln!(
-            "{name}: {} findings, {} changes, {} conflicts, {} warnings",
-            v.findings.len(),
-            v.changes().count(),
-            v.conflicts().count(),
-            v.warnings.len()
-        );
-        group.bench_function(*name, |b| {
-            b.iter(|| judge(black_box(&snapshot), &settings, black_box(dr), ns))
+    ]
+}
+
+fn bench_judge(c: &mut Criterion, group: &str, snapshot: &Snapshot, describe: bool) {
+    let settings = Settings::default();
+    let mut g = c.benchmark_group(group);
+    for (name, ns, dr) in cases() {
+        if describe {
+            let v = judge(snapshot, &settings, &dr, ns);
+            eprintln!(
+                "{name}: {} findings, {} changes, {} conflicts, {} warnings",
+                v.findings.len(),
+                v.changes().count(),
+                v.conflicts().count(),
+                v.warnings.len()
+            );
+        }
+        g.bench_function(name, |b| {
+            b.iter(|| judge(black_box(snapshot), &settings, black_box(&dr), ns))
         });
     }
-    group.finish();
+    g.finish();
+}
 
-    let mut group = c.benchmark_group("snapshot");
-    group.sample_size(10);
-    group.bench_function("build_10000ns_x_10svc", |b| {
+fn bench(c: &mut Criterion) {
+    // As the server does (`spawn_blocking` in src/server), the snapshot is built on
+    // another thread than the one that judges, so the judging thread's malloc arena is
+    // not the one 246k parsed-and-dropped objects fragmented.
+    let (objects, snapshot) = std::thread::spawn(|| {
+        let t = Instant::now();
+        let objects = mesh_objects();
+        let parsed = t.elapsed();
+        let copy = objects.clone();
+        let t = Instant::now();
+        let snapshot = Snapshot::from_objects(copy);
+        let built = t.elapsed();
+        eprintln!(
+            "{} objects: parsed with MeshObject::from_value in {parsed:.2?}, snapshot built in {built:.2?}; counts {:?}",
+            objects.len(),
+            snapshot.counts()
+        );
+        (objects, snapshot)
+    })
+    .join()
+    .unwrap();
+
+    bench_judge(c, "judge", &snapshot, true);
+
+    let mut g = c.benchmark_group("snapshot");
+    g.sample_size(10);
+    g.bench_function("build_10000ns_x_10svc", |b| {
         b.iter_batched(
             || objects.clone(),
             Snapshot::from_objects,
             BatchSize::PerIteration,
         )
     });
-    group.finish();
+    g.finish();
+
+    drop(objects);
+    drop(snapshot);
+
+    // Worst case: parse the objects and build the snapshot on the judging thread itself,
+    // so that its malloc arena is the one 246k parsed-and-dropped objects fragmented.
+    // glibc then consolidates fastbins on each decision's one large allocation (the
+    // findings), and that walks cold memory.
+    let snapshot = Snapshot::from_objects(mesh_objects());
+    bench_judge(c, "judge_fragmented_arena", &snapshot, false);
 }
 
 criterion_group!(benches, bench);

@@ -397,6 +397,9 @@ fn s2_peers_with_empty_element_is_plaintext_and_warns() {
             ServerMode::Plaintext,
         ),
         ("{peers: [{}, {}]}", ServerMode::Plaintext),
+        // YAML `peers:` / `-`: a null element has no `mtls` key either.
+        ("{peers: [null]}", ServerMode::Plaintext),
+        ("{peers: [~, {mtls: {}}]}", ServerMode::Strict),
         // The first element *with* an `mtls` key decides; the warning still applies.
         ("{peers: [{}, {mtls: {}}]}", ServerMode::Strict),
     ];
@@ -2873,4 +2876,62 @@ fn s2_tie_needs_several_objects() {
         assert_eq!(at(&v, 9080).server.mode, ServerMode::Plaintext, "{spec}");
         assert!(codes(&v).is_empty(), "{spec}: {:?}", v.warnings);
     }
+}
+
+#[test]
+fn s6_wildcard_conflict_message_names_scope_modes_object_and_fix() {
+    // Section 6: "The message names the host, the port and subset, the client mode, the
+    // required mode, the object that requires it (kind, namespace, name) and the fix".
+    // A wildcard rule cannot be fixed by a service exemption (section 5).
+    let s = snap(&(bookinfo() + &policy("bookinfo", "default", PLAINTEXT)));
+    let v = judge_in(
+        &s,
+        &settings(),
+        &rule_with_tls("'*.bookinfo.svc.cluster.local'", "ISTIO_MUTUAL"),
+    );
+    let f = find(&v, None, None);
+    assert_eq!(f.outcome, Outcome::Conflict);
+    let msg = v.message(f, "cluster.local");
+    for part in [
+        "*.bookinfo.svc.cluster.local",
+        "tls mode ISTIO_MUTUAL",
+        "Policy bookinfo/default",
+        "PLAINTEXT",
+        "use DISABLE",
+    ] {
+        assert!(msg.contains(part), "{part:?} missing from {msg}");
+    }
+    assert!(!msg.contains("exemption"), "{msg}");
+}
+
+#[test]
+fn s4_missing_server_exemption_under_targeted_strict_names_that_object() {
+    // Section 4: the warning "names the missing server-side exemption and how to add it".
+    // When a service-level Policy requires STRICT, a new exemption Policy would lose the
+    // tie to the older one: the STRICT Policy itself is what must change.
+    let s = snap(
+        &(bookinfo_strict()
+            + &ingress("bookinfo", "g", Some("nginx"), None, "productpage")
+            + &policy_at(
+                "bookinfo",
+                "productpage-strict",
+                "2020-01-01T00:00:00Z",
+                "{targets: [{name: productpage}], peers: [{mtls: {}}]}",
+            )),
+    );
+    let v = productpage(&s, &settings(), "ISTIO_MUTUAL");
+    assert_server(
+        at(&v, 9080),
+        ServerMode::Strict,
+        Some((
+            ObjectKind::Policy,
+            "bookinfo",
+            "productpage-strict",
+            Level::Service,
+        )),
+    );
+    assert_eq!(at(&v, 9080).outcome, Outcome::Patch(DISABLE));
+    assert_eq!(codes(&v), vec![WarningCode::MissingServerExemption]);
+    let msg = warning(&v, WarningCode::MissingServerExemption);
+    assert!(msg.contains("Policy bookinfo/productpage-strict"), "{msg}");
 }

@@ -211,6 +211,35 @@ fn policy_null_trap_apply_is_peers_empty_element() {
 }
 
 #[test]
+fn policy_peers_null_element_reads_as_element_without_mtls() {
+    // Not captured: YAML `peers:` / `-` (a null element), which the Policy stand-in CRD
+    // (x-kubernetes-preserve-unknown-fields) stores as is. It must not reject the Policy.
+    let v = json!({
+        "apiVersion": "authentication.istio.io/v1alpha1", "kind": "Policy",
+        "metadata": {"name": "default", "namespace": "bookinfo"},
+        "spec": {"peers": [null]},
+    });
+    let MeshObject::Policy(p) = read(v) else {
+        panic!("not a Policy")
+    };
+    assert_eq!(p.spec.peers.as_ref().map(Vec::len), Some(1));
+    assert!(p.spec.peers.as_ref().unwrap()[0].mtls.is_none());
+    assert_eq!(p.spec.mode(), PolicyMode::Plaintext);
+    assert!(p.spec.has_peer_without_mtls());
+    // `peers: null` is still "absent".
+    let v = json!({
+        "apiVersion": "authentication.istio.io/v1alpha1", "kind": "Policy",
+        "metadata": {"name": "default", "namespace": "bookinfo"},
+        "spec": {"peers": null},
+    });
+    let MeshObject::Policy(p) = read(v) else {
+        panic!("not a Policy")
+    };
+    assert!(p.spec.peers.is_none());
+    assert!(!p.spec.has_peer_without_mtls());
+}
+
+#[test]
 fn policy_null_trap_create_is_mtls_null_strict() {
     // 05/06: `kubectl create` kept the null: `peers: [{"mtls": null}]` -> STRICT.
     for prefix in ["05", "06"] {

@@ -222,7 +222,14 @@ const KEYS: &[&str] = &[
     "labels",
 ];
 
-const NAMESPACES: &[&str] = &["bookinfo", "secure", "legacy", "istio-system", "nowhere", ""];
+const NAMESPACES: &[&str] = &[
+    "bookinfo",
+    "secure",
+    "legacy",
+    "istio-system",
+    "nowhere",
+    "",
+];
 
 fn leaf() -> impl Strategy<Value = Value> {
     prop_oneof![

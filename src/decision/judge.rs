@@ -26,7 +26,7 @@ pub fn judge(
             name: rule.metadata.name.clone().unwrap_or_default(),
         },
         host: spec.host.clone(),
-        target: target.clone(),
+        target: HostTarget::OutOfScope,
         findings: Vec::new(),
         warnings: Vec::new(),
     };
@@ -69,11 +69,20 @@ pub fn judge(
                 name,
                 entry,
             };
+            ports.reserve_exact(scopes.len());
             for port in scopes {
                 let server = server_mode(snapshot, root, subject, &port, &mut warnings);
                 let ex = exemption(snapshot, settings, gateway, ns, name, &server);
                 if let (Some(Exemption::Ingress(_)), ServerMode::Strict) = (&ex, server.mode) {
-                    warnings.push(missing_server_exemption(ns, name, &server, &ex));
+                    // (a) is the same for every port: warn once per deciding object.
+                    let warned = ports.iter().any(|(_, s, e)| {
+                        matches!(e, Some(Exemption::Ingress(_)))
+                            && s.mode == ServerMode::Strict
+                            && s.decider == server.decider
+                    });
+                    if !warned {
+                        warnings.push(missing_server_exemption(ns, name, &server, &ex));
+                    }
                 }
                 ports.push((port, server, ex));
             }
@@ -93,24 +102,39 @@ pub fn judge(
         }
     }
 
+    // One finding per (port, subset): the rule itself, then each subset. The last one of a
+    // port takes its port, server side and exemption instead of a copy (a decision is on the
+    // admission path: it allocates as little as the owned `Finding` allows).
+    let last = spec.subsets.len();
+    verdict.findings.reserve_exact(ports.len() * (last + 1));
     for (port, server, ex) in ports {
         let required = required_mode(&server, ex.as_ref());
-        let subsets = std::iter::once(None).chain((0..spec.subsets.len()).map(Some));
-        for subset in subsets {
-            let (client, client_source) = client_mode(spec, port.number(), subset);
-            let outcome = outcome(&client, &required, ex.is_some(), settings.auto_mtls);
+        let number = port.number();
+        let exempt = ex.is_some();
+        let mut owned = Some((port, server, ex, required));
+        for k in 0..=last {
+            let subset = k.checked_sub(1);
+            let (client, client_source) = client_mode(spec, number, subset);
+            let (port, server, exemption, required) = if k == last {
+                owned.take().expect("taken once, by the last scope")
+            } else {
+                let (p, s, e, r) = owned.as_ref().expect("taken only by the last scope");
+                (p.clone(), s.clone(), e.clone(), r.clone())
+            };
+            let outcome = outcome(&client, &required, exempt, settings.auto_mtls);
             verdict.findings.push(Finding {
-                port: port.clone(),
+                port,
                 subset: subset.map(|i| (i, spec.subsets[i].name.clone())),
                 client,
                 client_source,
-                server: server.clone(),
-                exemption: ex.clone(),
-                required: required.clone(),
+                server,
+                exemption,
+                required,
                 outcome,
             });
         }
     }
+    verdict.target = target;
     for w in warnings {
         if !verdict.warnings.contains(&w) {
             verdict.warnings.push(w);

@@ -6,7 +6,6 @@ use crate::snapshot::{
     NamespaceIndex, PeerAuthEntry, PolicyEntry, ServiceEntry, Snapshot, TargetPort,
 };
 use std::fmt;
-use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ServerMode {
@@ -121,23 +120,37 @@ fn policy_mode(mode: PolicyMode) -> ServerMode {
     }
 }
 
-fn tie<'a>(
-    warnings: &mut Vec<Warning>,
-    level: Level,
-    subject: &str,
-    objects: impl Iterator<Item = &'a ObjectRef>,
-) {
-    let names: Vec<String> = objects.map(ToString::to_string).collect();
-    if names.len() > 1 {
-        warnings.push(Warning {
-            code: WarningCode::Tie,
-            message: format!(
-                "{} apply to {subject} at {level} level; the oldest, {}, decides",
-                names.join(", "),
-                names[0]
-            ),
-        });
+/// Warns when several objects apply at one level. `objects` is sorted oldest first; the
+/// same object met twice in a row (a Policy naming a service in two targets) counts once.
+/// Nothing is formatted unless there is a tie: this runs for every port of every decision.
+fn tie<'a, I>(warnings: &mut Vec<Warning>, level: Level, subject: Subject<'_>, objects: I)
+where
+    I: Iterator<Item = &'a ObjectRef> + Clone,
+{
+    let mut distinct = objects.clone();
+    let Some(first) = distinct.next() else {
+        return;
+    };
+    if distinct.all(|o| o == first) {
+        return;
     }
+    let mut names: Vec<String> = Vec::new();
+    let mut last: Option<&ObjectRef> = None;
+    for o in objects {
+        if last != Some(o) {
+            names.push(o.to_string());
+        }
+        last = Some(o);
+    }
+    warnings.push(Warning {
+        code: WarningCode::Tie,
+        message: format!(
+            "{} apply to {} at {level} level; the oldest, {}, decides",
+            names.join(", "),
+            subject_name(subject),
+            names[0]
+        ),
+    });
 }
 
 /// The server mode of `subject` at `port`, most specific level first.
@@ -218,7 +231,7 @@ fn by_peer_authentication(
         tie(
             warnings,
             level,
-            &subject_name(subject),
+            subject,
             idx.wide_peer_auths.iter().map(|p| &p.object),
         );
         if let Some(mode) = peer_mode(first.mode) {
@@ -241,7 +254,7 @@ fn workload_level(
     tie(
         warnings,
         Level::Workload,
-        &subject_name(subject),
+        subject,
         svc.workload_peer_auths
             .iter()
             .map(|i| &ns.workload_peer_auths[*i].object),
@@ -273,14 +286,18 @@ fn by_policy(
     port: &PortScope,
     warnings: &mut Vec<Warning>,
 ) -> ServerDecision {
-    let mut decide = |policies: &[&Arc<PolicyEntry>], level: Level| -> Option<ServerDecision> {
-        let first = policies.first()?;
-        tie(
-            warnings,
-            level,
-            &subject_name(subject),
-            policies.iter().map(|p| &p.object),
-        );
+    // The policies that apply at one level, oldest first; the first decides.
+    fn decide<'a, I>(
+        warnings: &mut Vec<Warning>,
+        subject: Subject<'_>,
+        policies: I,
+        level: Level,
+    ) -> Option<ServerDecision>
+    where
+        I: Iterator<Item = &'a PolicyEntry> + Clone,
+    {
+        let first = policies.clone().next()?;
+        tie(warnings, level, subject, policies.map(|p| &p.object));
         if first.peer_without_mtls {
             warnings.push(Warning {
                 code: WarningCode::PeerWithoutMtls,
@@ -295,7 +312,7 @@ fn by_policy(
             &first.object,
             level,
         ))
-    };
+    }
 
     let namespace = match subject {
         Subject::Service { namespace, .. } | Subject::Namespace(namespace) => Some(namespace),
@@ -305,41 +322,37 @@ fn by_policy(
 
     if let (Subject::Service { name, entry, .. }, Some(ns)) = (subject, ns_index) {
         if let Some(targets) = ns.policy_targets.get(name) {
-            let port_name = port
-                .number()
+            let number = port.number();
+            let port_name = number
                 .and_then(|n| entry.and_then(|s| s.port(n)))
                 .and_then(|p| p.name.as_deref());
             // A Policy may name the service in several targets: it is still one object
-            // (targets are sorted by age, so its entries are adjacent).
-            let mut by_port: Vec<&Arc<PolicyEntry>> = targets
+            // (targets are sorted by age, so its entries are adjacent; `tie` counts it once).
+            let by_port = targets
                 .iter()
-                .filter(|t| {
-                    port.number().is_some_and(|n| t.port_numbers.contains(&n))
+                .filter(move |t| {
+                    number.is_some_and(|n| t.port_numbers.contains(&n))
                         || port_name.is_some_and(|pn| t.port_names.iter().any(|n| n == pn))
                 })
-                .map(|t| &t.policy)
-                .collect();
-            by_port.dedup_by(|a, b| a.object == b.object);
-            if let Some(d) = decide(&by_port, Level::ServicePort) {
+                .map(|t| &*t.policy);
+            if let Some(d) = decide(warnings, subject, by_port, Level::ServicePort) {
                 return d;
             }
-            let mut whole: Vec<&Arc<PolicyEntry>> = targets
+            let whole = targets
                 .iter()
                 .filter(|t| t.port_numbers.is_empty() && t.port_names.is_empty())
-                .map(|t| &t.policy)
-                .collect();
-            whole.dedup_by(|a, b| a.object == b.object);
-            if let Some(d) = decide(&whole, Level::Service) {
+                .map(|t| &*t.policy);
+            if let Some(d) = decide(warnings, subject, whole, Level::Service) {
                 return d;
             }
         }
     }
     if let Some(ns) = ns_index {
-        let defaults: Vec<&Arc<PolicyEntry>> = ns.default_policies.iter().collect();
-        if let Some(d) = decide(&defaults, Level::Namespace) {
+        let defaults = ns.default_policies.iter().map(|p| &**p);
+        if let Some(d) = decide(warnings, subject, defaults, Level::Namespace) {
             return d;
         }
     }
-    let mesh: Vec<&Arc<PolicyEntry>> = snapshot.mesh_policies().iter().collect();
-    decide(&mesh, Level::Mesh).unwrap_or(ServerDecision::NONE)
+    let mesh = snapshot.mesh_policies().iter().map(|p| &**p);
+    decide(warnings, subject, mesh, Level::Mesh).unwrap_or(ServerDecision::NONE)
 }

@@ -182,7 +182,11 @@ impl Verdict {
             Outcome::Conflict => format!(
                 "{at}: tls mode {}, but {reason}; {}",
                 f.client,
-                if wildcard { f.fix_wildcard() } else { f.fix(service) }
+                if wildcard {
+                    f.fix_wildcard()
+                } else {
+                    f.fix(service)
+                }
             ),
         }
     }

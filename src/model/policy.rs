@@ -3,7 +3,7 @@
 
 use super::{null_default, present};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 /// A `Policy` or a `MeshPolicy`: both share one spec.
 #[derive(Debug, Clone, Deserialize)]
@@ -20,7 +20,8 @@ pub struct AuthPolicySpec {
     #[serde(default, deserialize_with = "null_default")]
     pub targets: Vec<PolicyTarget>,
     /// `None` when absent; `Some(vec![])` for `peers: []`. Both mean PLAINTEXT.
-    #[serde(default)]
+    /// A `null` element (YAML `peers:` / `-`) reads as an element without `mtls`.
+    #[serde(default, deserialize_with = "peers")]
     pub peers: Option<Vec<PeerMethod>>,
     #[serde(default, deserialize_with = "null_default")]
     pub peer_is_optional: bool,
@@ -40,6 +41,16 @@ pub struct PolicyPort {
     pub number: Option<u32>,
     #[serde(default)]
     pub name: Option<String>,
+}
+
+/// `peers`, with `null` elements read as elements that have no `mtls` key (contract
+/// section 2: "no element with an `mtls` key ... give PLAINTEXT", and a warning).
+fn peers<'de, D>(d: D) -> Result<Option<Vec<PeerMethod>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let peers = Option::<Vec<Option<PeerMethod>>>::deserialize(d)?;
+    Ok(peers.map(|v| v.into_iter().map(Option::unwrap_or_default).collect()))
 }
 
 /// One element of `peers`. `mtls` is `Some(None)` for the YAML null `mtls:`
