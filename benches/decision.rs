@@ -17,6 +17,10 @@
 //! `spawn_blocking` does), `snapshot` (build time), `judge_fragmented_arena` (the
 //! same rules, judged on the thread that parsed 246k objects and built the snapshot).
 
+/// The allocator the `mtls-guard` binary uses (src/main.rs), so the bench measures what runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use mtls_guard::decision::judge;
 use mtls_guard::model::{DestinationRule, MeshObject};

@@ -12,6 +12,10 @@
 //!
 //! Client and server share the machine, so absolute numbers are a floor.
 
+/// The allocator the `mtls-guard` binary uses (src/main.rs), so the bench measures what runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "../tests/server_support/mod.rs"]
 mod support;
 

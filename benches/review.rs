@@ -1,6 +1,10 @@
 //! Cost of one AdmissionReview answer (parse, judge, plan, serialize) on the
 //! real captured bodies, against the cost of only parsing the body as JSON.
 
+/// The allocator the `mtls-guard` binary uses (src/main.rs), so the bench measures what runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, Criterion};
 use mtls_guard::admission::{review, Endpoint};
 use mtls_guard::loader::load_paths;

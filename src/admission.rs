@@ -254,7 +254,7 @@ fn answer(
                 }
             };
             let verdict = judge(snapshot, settings, &rule, namespace);
-            destination_rule(settings, endpoint, mode, &verdict, &rule, object)
+            destination_rule(settings, endpoint, mode, &verdict, &rule)
         }
         ("authentication.istio.io", "Policy" | "MeshPolicy") => {
             // Allowed untouched; only the YAML-null trap is worth a word.
@@ -276,7 +276,6 @@ fn destination_rule(
     mode: Mode,
     verdict: &Verdict,
     rule: &DestinationRule,
-    object: &RawValue,
 ) -> Answer {
     let domain = &settings.cluster_domain;
     let mut warnings: Vec<String> = verdict
@@ -290,12 +289,7 @@ fn destination_rule(
             if !verdict.has_change() {
                 return Answer::with_warnings(warnings);
             }
-            // The raw object is read only when there is something to patch.
-            let raw: Value = match serde_json::from_str(object.get()) {
-                Ok(v) => v,
-                Err(e) => return Answer::unreadable(format!("cannot read the object: {e}")),
-            };
-            let plan = patch::plan(verdict, &rule.spec, &raw);
+            let plan = patch::plan(verdict, &rule.spec);
             warnings.extend(plan.changes.iter().cloned());
             Answer {
                 patch: (!plan.is_empty()).then_some(plan.patch),

@@ -164,11 +164,10 @@ pub struct Counts {
 ///
 /// Findings that share a fix (same source field, same outcome, same reason) make one
 /// diagnostic listing every scope, so a top-level `tls` that all subsets inherit gives one
-/// line, not one per subset. `raw` is the rule as written, for the patch planner.
+/// line, not one per subset.
 pub fn diagnose(
     verdict: &Verdict,
     spec: &DestinationRuleSpec,
-    raw: &Value,
     settings: &Settings,
     mode: Mode,
 ) -> Vec<Diagnostic> {
@@ -199,7 +198,7 @@ pub fn diagnose(
         _ => "the service",
     };
     let changes = if verdict.has_change() {
-        patch::plan(verdict, spec, raw).changes
+        patch::plan(verdict, spec).changes
     } else {
         Vec::new()
     };
@@ -377,7 +376,7 @@ pub fn check(loaded: &Loaded, settings: &Settings) -> Report {
         notes: loaded.notes.clone(),
     };
     report.notes.extend(snapshot.notes().iter().cloned());
-    for (rule, raw, origin) in loaded.destination_rules() {
+    for (rule, _raw, origin) in loaded.destination_rules() {
         let namespace = rule
             .metadata
             .namespace
@@ -387,9 +386,9 @@ pub fn check(loaded: &Loaded, settings: &Settings) -> Report {
         let mode = snapshot
             .namespace_mode(&verdict.rule.namespace)
             .unwrap_or(settings.mode);
-        let diagnostics = diagnose(&verdict, &rule.spec, raw, settings, mode);
+        let diagnostics = diagnose(&verdict, &rule.spec, settings, mode);
         let patch = if mode == Mode::Enforce && verdict.has_change() {
-            patch::plan(&verdict, &rule.spec, raw).patch
+            patch::plan(&verdict, &rule.spec).patch
         } else {
             json_patch::Patch(Vec::new())
         };

@@ -2,6 +2,12 @@
 //! or make `certs` for the webhook.
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc: a decision allocates a few small objects per review, and glibc's
+/// allocator, on a heap fragmented by a large snapshot and TLS buffers, spent
+/// most of a decision tidying free lists (see benches/decision.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 #[derive(Parser)]

@@ -7,7 +7,7 @@
 //! settings), and ports the change must not move are pinned to what they had.
 
 use crate::decision::{ClientMode, ClientSource, Finding, Outcome, PortScope, TlsScope, Verdict};
-use crate::model::DestinationRuleSpec;
+use crate::model::{DestinationRuleSpec, TrafficPolicy};
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use serde_json::{json, Map, Value};
@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 /// Settings a `portLevelSettings` entry may carry besides `port` and `tls`
 /// (the CRD's `PortTrafficPolicy`), copied so that a new entry changes only TLS.
+/// In the order of [`TrafficPolicy`]'s raw fields.
 const PORT_SETTINGS: [&str; 3] = ["connectionPool", "loadBalancer", "outlierDetection"];
 
 /// A planned patch and one human sentence per change, for admission warnings.
@@ -37,12 +38,13 @@ struct PortNeed<'a> {
     set: Option<&'a ClientMode>,
 }
 
-/// Plans the patch for `verdict`, computed against `raw`, the object as admitted.
-pub fn plan(verdict: &Verdict, spec: &DestinationRuleSpec, raw: &Value) -> Plan {
+/// Plans the patch for `verdict` of the rule whose spec is `spec`.
+pub fn plan(verdict: &Verdict, spec: &DestinationRuleSpec) -> Plan {
     let mut plan = Plan::default();
     if !verdict.has_change() {
         return plan;
     }
+    let raw = &skeleton(spec);
     // One entry per port and source: subsets that inherit a scope's mode repeat it.
     let mut groups: BTreeMap<ClientSource, BTreeMap<PortScope, PortNeed>> = BTreeMap::new();
     for f in &verdict.findings {
@@ -176,6 +178,56 @@ fn plan_scope(
             None => format!("mtls-guard: added {what} in {scope_desc}, so that the change of {scope_desc}.tls does not move it"),
         });
     }
+}
+
+/// The parts of the object a plan reads, rebuilt from the typed view: which
+/// `trafficPolicy`, `tls` and `portLevelSettings` exist, each `tls` as written,
+/// and the settings a new port entry copies. Patch paths index into the same
+/// arrays as the object, so a plan made against this applies to the object.
+pub fn skeleton(spec: &DestinationRuleSpec) -> Value {
+    fn traffic_policy(tp: &TrafficPolicy) -> Value {
+        let mut out = Map::new();
+        if let Some(tls) = &tp.tls {
+            out.insert("tls".into(), tls.raw.clone());
+        }
+        if !tp.port_level_settings.is_empty() {
+            let entries = tp
+                .port_level_settings
+                .iter()
+                .map(|e| match &e.tls {
+                    Some(tls) => json!({ "tls": tls.raw }),
+                    None => json!({}),
+                })
+                .collect();
+            out.insert("portLevelSettings".into(), Value::Array(entries));
+        }
+        for (key, value) in PORT_SETTINGS.iter().zip([
+            &tp.connection_pool,
+            &tp.load_balancer,
+            &tp.outlier_detection,
+        ]) {
+            if let Some(v) = value {
+                out.insert((*key).into(), v.clone());
+            }
+        }
+        Value::Object(out)
+    }
+    let mut out = Map::new();
+    if let Some(tp) = &spec.traffic_policy {
+        out.insert("trafficPolicy".into(), traffic_policy(tp));
+    }
+    if !spec.subsets.is_empty() {
+        let subsets = spec
+            .subsets
+            .iter()
+            .map(|s| match &s.traffic_policy {
+                Some(tp) => json!({ "trafficPolicy": traffic_policy(tp) }),
+                None => json!({}),
+            })
+            .collect();
+        out.insert("subsets".into(), Value::Array(subsets));
+    }
+    json!({ "spec": out })
 }
 
 fn tp_pointer(scope: TlsScope) -> String {

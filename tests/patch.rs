@@ -36,7 +36,7 @@ fn ops(spec: Value) -> (Value, Vec<String>, Value) {
     let snap = snapshot();
     let (dr, raw) = rule(spec);
     let verdict = judge(&snap, &Settings::default(), &dr, "bookinfo");
-    let p = plan(&verdict, &dr.spec, &raw);
+    let p = plan(&verdict, &dr.spec);
     let mut patched = raw.clone();
     json_patch::patch(&mut patched, &p.patch).unwrap();
     // Nothing left to fill or patch afterwards.

@@ -1,11 +1,13 @@
 //! networking.istio.io `DestinationRule` (v1alpha3, v1beta1 and v1 share one schema).
 //!
-//! The typed view holds only what the decision reads; the raw JSON the rule came
-//! from is kept beside it so that patches are computed against the real object.
+//! The typed view holds what the decision reads, plus the few raw values a patch
+//! must see or copy (a scope's `tls`, and the settings a new port entry repeats),
+//! so that neither needs the whole object parsed a second time.
 
 use super::null_default;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
+use serde_json::Value;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct DestinationRule {
@@ -37,6 +39,13 @@ pub struct TrafficPolicy {
     pub tls: Option<ClientTls>,
     #[serde(default, deserialize_with = "null_default")]
     pub port_level_settings: Vec<PortTrafficPolicy>,
+    /// Kept raw: a `portLevelSettings` entry added by a patch carries a copy.
+    #[serde(default)]
+    pub connection_pool: Option<Value>,
+    #[serde(default)]
+    pub load_balancer: Option<Value>,
+    #[serde(default)]
+    pub outlier_detection: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -63,9 +72,27 @@ pub struct Subset {
 
 /// `trafficPolicy.tls`; `mode` omitted (`tls: {}`) means DISABLE, Istio's default.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(try_from = "Value")]
 pub struct ClientTls {
-    #[serde(default)]
     pub mode: Option<String>,
+    /// The whole object (`sni`, certificates...), for a patch that must keep it.
+    pub raw: Value,
+}
+
+impl TryFrom<Value> for ClientTls {
+    type Error = String;
+
+    fn try_from(raw: Value) -> Result<Self, Self::Error> {
+        let Value::Object(map) = &raw else {
+            return Err(format!("tls: expected an object, got {raw}"));
+        };
+        let mode = match map.get("mode") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(m)) => Some(m.clone()),
+            Some(other) => return Err(format!("tls.mode: expected a string, got {other}")),
+        };
+        Ok(ClientTls { mode, raw })
+    }
 }
 
 impl TrafficPolicy {
