@@ -25,7 +25,7 @@ pub struct DestinationRuleSpec {
     #[serde(default)]
     pub host: String,
     #[serde(default)]
-    pub traffic_policy: Option<TrafficPolicy>,
+    pub traffic_policy: Option<Box<TrafficPolicy>>,
     #[serde(default, deserialize_with = "null_default")]
     pub subsets: Vec<Subset>,
     #[serde(default, deserialize_with = "null_default")]
@@ -67,7 +67,7 @@ pub struct Subset {
     #[serde(default)]
     pub name: String,
     #[serde(default, rename = "trafficPolicy")]
-    pub traffic_policy: Option<TrafficPolicy>,
+    pub traffic_policy: Option<Box<TrafficPolicy>>,
 }
 
 /// `trafficPolicy.tls`; `mode` omitted (`tls: {}`) means DISABLE, Istio's default.

@@ -1,6 +1,8 @@
 //! AdmissionReview in, AdmissionReview out (contract section 6), with no I/O:
 //! the HTTP layer hands over the body and sends back what this returns.
 
+mod request;
+
 use crate::decision::{judge, Verdict};
 use crate::model::{AuthPolicy, DestinationRule};
 use crate::patch;
@@ -8,11 +10,10 @@ use crate::settings::{Mode, Settings};
 use crate::snapshot::Snapshot;
 use base64::Engine;
 use kube::core::admission::Operation;
-use kube::core::{GroupVersionKind, Status};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use kube::core::Status;
+use request::{ObjectIn, RequestIn};
+use serde::Serialize;
 use serde_json::{json, Value};
-use std::borrow::Cow;
 
 const V1: &str = "admission.k8s.io/v1";
 const V1BETA1: &str = "admission.k8s.io/v1beta1";
@@ -67,35 +68,6 @@ pub struct Reviewed {
     pub operation: String,
     pub dry_run: bool,
     pub warnings: usize,
-}
-
-/// The parts of an AdmissionReview request that a decision reads. The object
-/// stays raw until its kind is known, and `oldObject`, `userInfo` and
-/// `managedFields` are skipped unparsed: parsing the whole review into kube's
-/// `AdmissionReview<DynamicObject>` cost ten times the decision itself.
-#[derive(Deserialize)]
-struct ReviewIn<'a> {
-    #[serde(rename = "apiVersion", default, borrow)]
-    api_version: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    request: Option<RequestIn<'a>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RequestIn<'a> {
-    #[serde(borrow)]
-    uid: Cow<'a, str>,
-    kind: GroupVersionKind,
-    #[serde(default, borrow)]
-    name: Cow<'a, str>,
-    #[serde(default, borrow)]
-    namespace: Option<Cow<'a, str>>,
-    operation: Operation,
-    #[serde(default)]
-    dry_run: bool,
-    #[serde(default, borrow)]
-    object: Option<&'a RawValue>,
 }
 
 /// The AdmissionReview answer, in the request's version. `patch` is base64, as
@@ -161,7 +133,7 @@ pub fn review(
     endpoint: Endpoint,
     body: &[u8],
 ) -> Reviewed {
-    let parsed: ReviewIn = match serde_json::from_slice(body) {
+    let parsed = match request::parse(body) {
         Ok(r) => r,
         Err(e) => return unreadable(body, &e.to_string()),
     };
@@ -234,38 +206,52 @@ fn answer(
     }
     let group = request.kind.group.as_str();
     let kind = request.kind.kind.as_str();
-    let Some(object) = request.object.filter(|o| o.get() != "null") else {
-        return Answer::unreadable(format!("{kind} {} has no object", request.name));
-    };
     let namespace = request.namespace.as_deref().unwrap_or("default");
+    // A raw object is one the fast path did not type: type it here, or say why not.
+    let typed;
+    let object = match &request.object {
+        ObjectIn::Raw(raw) => {
+            typed = match (group, kind) {
+                ("networking.istio.io", "DestinationRule") => {
+                    match serde_json::from_str::<DestinationRule>(raw.get()) {
+                        Ok(r) => ObjectIn::Rule(Box::new(r)),
+                        Err(e) => {
+                            return Answer::unreadable(format!(
+                                "DestinationRule {namespace}/{}: {e}",
+                                request.name
+                            ))
+                        }
+                    }
+                }
+                ("authentication.istio.io", "Policy" | "MeshPolicy") => {
+                    match serde_json::from_str::<AuthPolicy>(raw.get()) {
+                        Ok(p) => ObjectIn::Policy(Box::new(p)),
+                        Err(_) => ObjectIn::Other,
+                    }
+                }
+                _ => ObjectIn::Other,
+            };
+            &typed
+        }
+        other => other,
+    };
+    if let ObjectIn::Absent = object {
+        return Answer::unreadable(format!("{kind} {} has no object", request.name));
+    }
     let mode = snapshot.namespace_mode(namespace).unwrap_or(settings.mode);
     if mode == Mode::Off {
         return Answer::allow();
     }
-    match (group, kind) {
-        ("networking.istio.io", "DestinationRule") => {
-            let rule: DestinationRule = match serde_json::from_str(object.get()) {
-                Ok(r) => r,
-                Err(e) => {
-                    return Answer::unreadable(format!(
-                        "DestinationRule {namespace}/{}: {e}",
-                        request.name
-                    ))
-                }
-            };
-            let verdict = judge(snapshot, settings, &rule, namespace);
-            destination_rule(settings, endpoint, mode, &verdict, &rule)
+    match object {
+        ObjectIn::Rule(rule) => {
+            let verdict = judge(snapshot, settings, rule, namespace);
+            destination_rule(settings, endpoint, mode, &verdict, rule)
         }
-        ("authentication.istio.io", "Policy" | "MeshPolicy") => {
-            // Allowed untouched; only the YAML-null trap is worth a word.
-            match serde_json::from_str::<AuthPolicy>(object.get()) {
-                Ok(p) if p.spec.has_peer_without_mtls() => Answer::with_warnings(vec![format!(
-                    "mtls-guard: {kind} {}: a peers element has no `mtls` key, so Istio reads it as no mTLS (PLAINTEXT); write `mtls: {{}}` if mutual TLS was meant (a YAML `mtls:` null is dropped by client-side kubectl apply)",
-                    request.name
-                )]),
-                _ => Answer::allow(),
-            }
-        }
+        // Allowed untouched; only the YAML-null trap is worth a word.
+        ObjectIn::Policy(p) if p.spec.has_peer_without_mtls() => Answer::with_warnings(vec![format!(
+            "mtls-guard: {kind} {}: a peers element has no `mtls` key, so Istio reads it as no mTLS (PLAINTEXT); write `mtls: {{}}` if mutual TLS was meant (a YAML `mtls:` null is dropped by client-side kubectl apply)",
+            request.name
+        )]),
         _ => Answer::allow(),
     }
 }
