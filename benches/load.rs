@@ -125,6 +125,13 @@ async fn drive(
     }
 }
 
+/// The fixtures are pretty-printed copies of bodies the API server sent as
+/// compact JSON (fixtures README): send them as they came.
+fn compact(pretty: &[u8]) -> Vec<u8> {
+    let value: serde_json::Value = serde_json::from_slice(pretty).unwrap();
+    serde_json::to_vec(&value).unwrap()
+}
+
 /// The ceiling: the same listener code (rustls, hyper-util auto builder, axum) with
 /// a handler that reads the body and answers a constant.
 async fn start_ceiling(
@@ -213,7 +220,7 @@ fn main() {
         ];
         let mut pure = Vec::new();
         for (endpoint, fixture, kind) in cases {
-            let body = review_body(fixture);
+            let body = compact(&review_body(fixture));
             pure.push((endpoint, pure_review_micros(&body, kind)));
             for &c in &concurrencies {
                 let ours = drive(
