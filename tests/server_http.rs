@@ -602,3 +602,66 @@ async fn stalled_clients_are_cut_off() {
     assert_eq!(status, 200);
     server.handle.stop().await;
 }
+
+/// Issue 3: apply each patch the server sends with the json-patch crate, send the
+/// patched object back (as the API server would on to validation and on a
+/// re-apply), and check it is allowed with nothing left to patch.
+#[tokio::test]
+async fn patched_objects_are_allowed_with_nothing_left_to_patch() {
+    let server = TestServer::bookinfo().await;
+    let client = server.client();
+    // productpage (patched to DISABLE), patch-me on ratings (ISTIO_MUTUAL filled in).
+    for (mutating, validating) in [("07", "08"), ("37", "38")] {
+        let request = review_json(mutating);
+        let (_, answer) = post(&client, &server.url("/mutate"), review_body(mutating)).await;
+        let ops = decoded_patch(&answer).expect("a patch");
+        let patch: json_patch::Patch = serde_json::from_value(ops).unwrap();
+        let mut object = request["request"]["object"].clone();
+        json_patch::patch(&mut object, &patch).unwrap();
+
+        for (number, path) in [(mutating, "/mutate"), (validating, "/validate")] {
+            let mut again = review_json(number);
+            again["request"]["object"] = object.clone();
+            let (status, answer) = post(
+                &client,
+                &server.url(path),
+                serde_json::to_vec(&again).unwrap(),
+            )
+            .await;
+            assert_eq!(status, 200);
+            assert_eq!(
+                answer["response"]["allowed"], true,
+                "{path} {number}: {answer}"
+            );
+            assert!(
+                answer["response"].get("patch").is_none(),
+                "{path} {number}: {answer}"
+            );
+        }
+    }
+    // The ratings rule of the tutorial without tls: filled with ISTIO_MUTUAL.
+    let mut ratings = review_json("11");
+    ratings["request"]["object"]["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("trafficPolicy");
+    let (_, answer) = post(
+        &client,
+        &server.url("/mutate"),
+        serde_json::to_vec(&ratings).unwrap(),
+    )
+    .await;
+    let patch: json_patch::Patch =
+        serde_json::from_value(decoded_patch(&answer).expect("a patch")).unwrap();
+    let mut object = ratings["request"]["object"].clone();
+    json_patch::patch(&mut object, &patch).unwrap();
+    assert_eq!(
+        object["spec"]["trafficPolicy"]["tls"]["mode"],
+        "ISTIO_MUTUAL"
+    );
+    assert_eq!(
+        object["spec"]["subsets"],
+        ratings["request"]["object"]["spec"]["subsets"]
+    );
+    server.handle.stop().await;
+}
