@@ -14,8 +14,8 @@ use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
 /// Settings a `portLevelSettings` entry may carry besides `port` and `tls`
-/// (the CRD's `PortTrafficPolicy`), copied so that a new entry changes only TLS.
-/// In the order of [`TrafficPolicy`]'s raw fields.
+/// (the CRD's `PortTrafficPolicy`), copied so that a new entry changes only TLS;
+/// in the order of [`TrafficPolicy::settings`].
 const PORT_SETTINGS: [&str; 3] = ["connectionPool", "loadBalancer", "outlierDetection"];
 
 /// A planned patch and one human sentence per change, for admission warnings.
@@ -102,19 +102,21 @@ fn plan_scope(
     ports: &BTreeMap<PortScope, PortNeed>,
 ) {
     let tp = tp_pointer(scope);
-    // The mode the scope's own `tls` should get, if it should change at all.
+    // The scope's `tls` decides for every port of the group, so changing it moves them
+    // all: it changes only when every port needs the same mode, or when "every other
+    // port" needs one (no port entry can name those). Otherwise each port that needs a
+    // change gets its own entry.
     let other = ports.get(&PortScope::Other).and_then(|p| p.set);
-    let single = {
-        let mut wanted = ports.values().filter_map(|p| p.set);
-        let first = wanted.next();
-        first.filter(|m| {
-            ports.values().all(|p| match p.set {
-                Some(s) => s == *m,
-                None => p.finding.outcome == Outcome::Ok && p.finding.required.accepts(m),
-            })
-        })
-    };
+    let single = ports
+        .values()
+        .next()
+        .and_then(|p| p.set)
+        .filter(|m| ports.values().all(|p| p.set == Some(*m)));
     let scope_mode = other.or(single);
+    // What the scope gave before the change, for the ports that must keep it.
+    let before = scope_traffic_policy(spec, scope)
+        .and_then(|tp| tp.tls.as_ref())
+        .map(|tls| tls.raw.clone());
     if let Some(mode) = scope_mode {
         b.ensure_object(&tp);
         b.set_mode(&format!("{tp}/tls"), mode);
@@ -133,27 +135,13 @@ fn plan_scope(
             // Already served by the scope's new mode.
             (Some(m), Some(s)) if m == s => continue,
             (Some(m), _) => Some(json!({ "mode": m.as_str() })),
-            // Untouched ports keep their mode unless the scope change moves them.
             (None, None) => continue,
-            (None, Some(s)) => {
-                let f = need.finding;
-                if f.outcome == Outcome::Ok && f.required.accepts(s) {
-                    continue;
-                }
-                // Pin what the scope gave before: its raw `tls`, or none (UNSET).
-                match b.get(&format!("{tp}/tls")) {
-                    Some(Value::Null) | None => None,
-                    Some(v) => Some(v.clone()),
-                }
-            }
+            // The scope's change would move this port: pin what it had (no `tls`: UNSET).
+            (None, Some(_)) => before.clone(),
         };
         let mut entry = Map::new();
         entry.insert("port".into(), json!({ "number": number }));
-        for key in PORT_SETTINGS {
-            if let Some(v) = b.get(&format!("{tp}/{key}")).filter(|v| !v.is_null()) {
-                entry.insert(key.into(), v.clone());
-            }
-        }
+        entry.extend(inherited_settings(spec, scope, number));
         if let Some(tls) = entry_tls {
             entry.insert("tls".into(), tls);
         }
@@ -167,12 +155,7 @@ fn plan_scope(
                 need.finding.client
             ),
         };
-        let scope_desc = match scope {
-            TlsScope::Top => "spec.trafficPolicy".to_string(),
-            TlsScope::Subset(i) => {
-                format!("spec.subsets[{}].trafficPolicy", spec.subsets[i].name)
-            }
-        };
+        let scope_desc = ClientSource::describe_scope(spec, scope);
         changes.push(match need.set {
             Some(_) => change(verdict, need, &format!("added {what} in {scope_desc}")),
             None => format!("mtls-guard: added {what} in {scope_desc}, so that the change of {scope_desc}.tls does not move it"),
@@ -180,10 +163,46 @@ fn plan_scope(
     }
 }
 
+fn scope_traffic_policy(spec: &DestinationRuleSpec, scope: TlsScope) -> Option<&TrafficPolicy> {
+    match scope {
+        TlsScope::Top => spec.traffic_policy.as_deref(),
+        TlsScope::Subset(i) => spec.subsets.get(i)?.traffic_policy.as_deref(),
+    }
+}
+
+/// The settings besides TLS that `scope` gives `port` now. A port entry replaces
+/// them wholesale (as Istio merges), so a new entry must carry them: a subset's
+/// own value, else what the top level gives that port (its port entry, wholesale,
+/// or its own value).
+fn inherited_settings(
+    spec: &DestinationRuleSpec,
+    scope: TlsScope,
+    port: u32,
+) -> Map<String, Value> {
+    let top = spec.traffic_policy.as_deref();
+    let top_settings = top.map(|tp| match tp.port_entry(port) {
+        Some(j) => tp.port_level_settings[j].settings(),
+        None => tp.settings(),
+    });
+    let own = match scope {
+        TlsScope::Top => None,
+        TlsScope::Subset(_) => scope_traffic_policy(spec, scope).map(TrafficPolicy::settings),
+    };
+    let mut out = Map::new();
+    for k in 0..3 {
+        let (key, own_value) = own.map_or((PORT_SETTINGS[k], None), |o| o[k]);
+        let value = own_value.or_else(|| top_settings.and_then(|t| t[k].1));
+        if let Some(v) = value.filter(|v| !v.is_null()) {
+            out.insert(key.to_string(), v.clone());
+        }
+    }
+    out
+}
+
 /// The parts of the object a plan reads, rebuilt from the typed view: which
-/// `trafficPolicy`, `tls` and `portLevelSettings` exist, each `tls` as written,
-/// and the settings a new port entry copies. Patch paths index into the same
-/// arrays as the object, so a plan made against this applies to the object.
+/// `trafficPolicy`, `tls` and `portLevelSettings` exist, and each `tls` as
+/// written. Patch paths index into the same arrays as the object, so a plan
+/// made against this applies to the object.
 pub fn skeleton(spec: &DestinationRuleSpec) -> Value {
     fn traffic_policy(tp: &TrafficPolicy) -> Value {
         let mut out = Map::new();
@@ -200,15 +219,6 @@ pub fn skeleton(spec: &DestinationRuleSpec) -> Value {
                 })
                 .collect();
             out.insert("portLevelSettings".into(), Value::Array(entries));
-        }
-        for (key, value) in PORT_SETTINGS.iter().zip([
-            &tp.connection_pool,
-            &tp.load_balancer,
-            &tp.outlier_detection,
-        ]) {
-            if let Some(v) = value {
-                out.insert((*key).into(), v.clone());
-            }
         }
         Value::Object(out)
     }

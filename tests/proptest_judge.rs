@@ -460,6 +460,35 @@ fn valid_rule_json() -> impl Strategy<Value = Value> {
         })
 }
 
+/// The connection pool, load balancer and outlier detection a (port, subset)
+/// gets, merged as Istio merges them: a port entry replaces the scope's settings
+/// wholesale; a subset's own settings override what the top level gives the port.
+fn effective_settings(spec: &Value, port: Option<u32>, subset: Option<usize>) -> [Value; 3] {
+    const KEYS: [&str; 3] = ["connectionPool", "loadBalancer", "outlierDetection"];
+    let for_port = |tp: &Value| -> Option<Value> {
+        let port = port?;
+        tp.get("portLevelSettings")?
+            .as_array()?
+            .iter()
+            .find(|e| e.pointer("/port/number").and_then(Value::as_u64) == Some(u64::from(port)))
+            .cloned()
+    };
+    let top = spec.get("trafficPolicy").cloned().unwrap_or(Value::Null);
+    let base = for_port(&top).unwrap_or(top);
+    let mut merged: [Value; 3] = KEYS.map(|k| base.get(k).cloned().unwrap_or(Value::Null));
+    if let Some(tp) = subset.and_then(|i| spec.pointer(&format!("/subsets/{i}/trafficPolicy"))) {
+        for (k, key) in KEYS.iter().enumerate() {
+            if let Some(v) = tp.get(*key).filter(|v| !v.is_null()) {
+                merged[k] = v.clone();
+            }
+        }
+        if let Some(entry) = for_port(tp) {
+            merged = KEYS.map(|k| entry.get(k).cloned().unwrap_or(Value::Null));
+        }
+    }
+    merged
+}
+
 // ---------------------------------------------------------------------------
 // Properties
 // ---------------------------------------------------------------------------
@@ -617,6 +646,15 @@ proptest! {
                         "{}\n{}", serde_json::to_string(&patched).unwrap(), serde_json::to_string(&plan.patch).unwrap());
                     prop_assert_eq!(&a.client, &b.client);
                 }
+                Outcome::Ok => {
+                    // Touches nothing else: a port that was fine keeps its client mode.
+                    prop_assert_eq!(&a.client, &b.client,
+                        "port {} subset {:?}\nbefore: {}\nplan: {}",
+                        b.port, b.subset,
+                        serde_json::to_string(&raw).unwrap(),
+                        serde_json::to_string(&plan.patch).unwrap());
+                    prop_assert_eq!(&a.outcome, &Outcome::Ok);
+                }
                 _ => prop_assert_eq!(&a.outcome, &Outcome::Ok,
                     "port {} subset {:?} was {:?}\nbefore: {}\nplan: {}\nafter: {}",
                     b.port, b.subset, b.outcome,
@@ -626,6 +664,19 @@ proptest! {
             }
         }
         prop_assert!(!after.has_change());
+        // The settings besides TLS that every (port, subset) gets are unchanged.
+        for f in &before.findings {
+            let port = f.port.number();
+            let subset = f.subset.as_ref().map(|(i, _)| *i);
+            prop_assert_eq!(
+                effective_settings(&raw["spec"], port, subset),
+                effective_settings(&patched["spec"], port, subset),
+                "port {:?} subset {:?}\nbefore: {}\nplan: {}",
+                port, subset,
+                serde_json::to_string(&raw).unwrap(),
+                serde_json::to_string(&plan.patch).unwrap()
+            );
+        }
         // A second plan is empty: patching is idempotent.
         prop_assert!(patch::plan(&after, &dr2.spec).is_empty());
     }

@@ -77,16 +77,25 @@ impl ClientSource {
 
     /// Where the field sits, as a person reads it (`spec.subsets[v2].trafficPolicy.tls`).
     pub fn describe(&self, spec: &DestinationRuleSpec) -> String {
-        let scope = |s: TlsScope| match s {
+        match *self {
+            ClientSource::ScopeTls(s) => format!("{}.tls", Self::describe_scope(spec, s)),
+            ClientSource::PortEntry(s, j) => {
+                format!(
+                    "{}.portLevelSettings[{j}].tls",
+                    Self::describe_scope(spec, s)
+                )
+            }
+        }
+    }
+
+    /// A scope's `trafficPolicy`, as a person reads it (`spec.subsets[v2].trafficPolicy`).
+    pub fn describe_scope(spec: &DestinationRuleSpec, scope: TlsScope) -> String {
+        match scope {
             TlsScope::Top => "spec.trafficPolicy".to_string(),
             TlsScope::Subset(i) => {
                 let name = spec.subsets.get(i).map_or("", |s| s.name.as_str());
                 format!("spec.subsets[{name}].trafficPolicy")
             }
-        };
-        match *self {
-            ClientSource::ScopeTls(s) => format!("{}.tls", scope(s)),
-            ClientSource::PortEntry(s, j) => format!("{}.portLevelSettings[{j}].tls", scope(s)),
         }
     }
 }

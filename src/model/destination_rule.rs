@@ -39,7 +39,8 @@ pub struct TrafficPolicy {
     pub tls: Option<ClientTls>,
     #[serde(default, deserialize_with = "null_default")]
     pub port_level_settings: Vec<PortTrafficPolicy>,
-    /// Kept raw: a `portLevelSettings` entry added by a patch carries a copy.
+    /// Kept raw: a `portLevelSettings` entry added by a patch carries a copy
+    /// (Istio's port entries replace these wholesale instead of inheriting them).
     #[serde(default)]
     pub connection_pool: Option<Value>,
     #[serde(default)]
@@ -49,11 +50,19 @@ pub struct TrafficPolicy {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PortTrafficPolicy {
     #[serde(default)]
     pub port: Option<PortSelector>,
     #[serde(default)]
     pub tls: Option<ClientTls>,
+    /// Kept raw: a subset's new port entry carries what it inherited from here.
+    #[serde(default)]
+    pub connection_pool: Option<Value>,
+    #[serde(default)]
+    pub load_balancer: Option<Value>,
+    #[serde(default)]
+    pub outlier_detection: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -68,6 +77,17 @@ pub struct Subset {
     pub name: String,
     #[serde(default, rename = "trafficPolicy")]
     pub traffic_policy: Option<Box<TrafficPolicy>>,
+}
+
+impl PortTrafficPolicy {
+    /// The settings besides TLS, as [`TrafficPolicy::settings`].
+    pub fn settings(&self) -> [(&'static str, Option<&Value>); 3] {
+        [
+            ("connectionPool", self.connection_pool.as_ref()),
+            ("loadBalancer", self.load_balancer.as_ref()),
+            ("outlierDetection", self.outlier_detection.as_ref()),
+        ]
+    }
 }
 
 /// `trafficPolicy.tls`; `mode` omitted (`tls: {}`) means DISABLE, Istio's default.
@@ -96,6 +116,15 @@ impl TryFrom<Value> for ClientTls {
 }
 
 impl TrafficPolicy {
+    /// The settings besides TLS, in the order of the CRD's `PortTrafficPolicy`.
+    pub fn settings(&self) -> [(&'static str, Option<&Value>); 3] {
+        [
+            ("connectionPool", self.connection_pool.as_ref()),
+            ("loadBalancer", self.load_balancer.as_ref()),
+            ("outlierDetection", self.outlier_detection.as_ref()),
+        ]
+    }
+
     /// Index of the first `portLevelSettings` entry for `port`, the one Istio uses.
     pub fn port_entry(&self, port: u32) -> Option<usize> {
         self.port_level_settings
