@@ -333,14 +333,33 @@ fn malformed_reviews_get_clear_answers() {
     assert_eq!(verdict, ReviewVerdict::Error);
     assert_eq!(resp["response"]["allowed"], false);
     assert_eq!(resp["response"]["uid"], body["request"]["uid"]);
-    // A spec of the wrong shape.
+    // A spec of the wrong shape: denied by the validating webhook; the mutating
+    // webhook lets it through with a warning (the API server's schema check runs
+    // after it), and both count it as an error.
     let mut body = fixture("10-");
     body["request"]["object"]["spec"]["host"] = json!(42);
-    let (_, resp, verdict) = answer(&snap, &s, Endpoint::Mutate, &body);
+    let (_, resp, verdict) = answer(&snap, &s, Endpoint::Validate, &body);
     assert_eq!(verdict, ReviewVerdict::Error, "{resp:#}");
     assert_eq!(resp["response"]["allowed"], false);
+    assert_eq!(resp["response"]["status"]["code"], 400);
     assert!(resp["response"]["status"]["message"]
         .as_str()
         .unwrap()
         .contains("DestinationRule bookinfo/reviews"));
+    let (_, resp, verdict) = answer(&snap, &s, Endpoint::Mutate, &body);
+    assert_eq!(verdict, ReviewVerdict::Error, "{resp:#}");
+    assert_eq!(resp["response"]["allowed"], true);
+    assert!(resp["response"].get("patch").is_none());
+    assert!(resp["response"]["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("not judged: DestinationRule bookinfo/reviews"));
+    // Mode off allows even what cannot be read, without a word.
+    let off = Settings {
+        mode: Mode::Off,
+        ..Settings::default()
+    };
+    let (_, resp, verdict) = answer(&snap, &off, Endpoint::Validate, &body);
+    assert_eq!(verdict, ReviewVerdict::Allowed, "{resp:#}");
+    assert!(resp["response"].get("warnings").is_none());
 }

@@ -101,7 +101,8 @@ struct Answer {
     denied: Option<Status>,
     patch: Option<json_patch::Patch>,
     warnings: Vec<String>,
-    /// The request could not be judged (no object, an object of the wrong shape).
+    /// The request could not be judged (no object, an object of the wrong shape):
+    /// counted as an error whether or not it was allowed.
     unreadable: bool,
 }
 
@@ -114,6 +115,20 @@ impl Answer {
         Answer {
             warnings,
             ..Answer::default()
+        }
+    }
+
+    /// An object that does not fit the typed view: the validating webhook denies
+    /// it in mode `enforce`; otherwise it passes with a warning (the API server's
+    /// schema check, which runs after the mutating webhooks, has the last word).
+    fn unjudged(endpoint: Endpoint, mode: Mode, message: String) -> Answer {
+        match (endpoint, mode) {
+            (Endpoint::Validate, Mode::Enforce) => Answer::unreadable(message),
+            _ => Answer {
+                warnings: vec![format!("mtls-guard: not judged: {message}")],
+                unreadable: true,
+                ..Answer::default()
+            },
         }
     }
 
@@ -207,6 +222,10 @@ fn answer(
     let group = request.kind.group.as_str();
     let kind = request.kind.kind.as_str();
     let namespace = request.namespace.as_deref().unwrap_or("default");
+    let mode = snapshot.namespace_mode(namespace).unwrap_or(settings.mode);
+    if mode == Mode::Off {
+        return Answer::allow();
+    }
     // A raw object is one the fast path did not type: type it here, or say why not.
     let typed;
     let object = match &request.object {
@@ -216,10 +235,9 @@ fn answer(
                     match serde_json::from_str::<DestinationRule>(raw.get()) {
                         Ok(r) => ObjectIn::Rule(Box::new(r)),
                         Err(e) => {
-                            return Answer::unreadable(format!(
-                                "DestinationRule {namespace}/{}: {e}",
-                                request.name
-                            ))
+                            let message =
+                                format!("DestinationRule {namespace}/{}: {e}", request.name);
+                            return Answer::unjudged(endpoint, mode, message);
                         }
                     }
                 }
@@ -238,14 +256,10 @@ fn answer(
     if let ObjectIn::Absent = object {
         return Answer::unreadable(format!("{kind} {} has no object", request.name));
     }
-    let mode = snapshot.namespace_mode(namespace).unwrap_or(settings.mode);
-    if mode == Mode::Off {
-        return Answer::allow();
-    }
     match object {
         ObjectIn::Rule(rule) => {
             let verdict = judge(snapshot, settings, rule, namespace);
-            destination_rule(settings, endpoint, mode, &verdict, rule)
+            destination_rule(settings, endpoint, mode == Mode::Warn, &verdict, rule)
         }
         // Allowed untouched; only the YAML-null trap is worth a word.
         ObjectIn::Policy(p) if p.spec.has_peer_without_mtls() => Answer::with_warnings(vec![format!(
@@ -256,10 +270,11 @@ fn answer(
     }
 }
 
+/// The answer for a judged DestinationRule in mode `enforce`, or `warn` when `warn_only`.
 fn destination_rule(
     settings: &Settings,
     endpoint: Endpoint,
-    mode: Mode,
+    warn_only: bool,
     verdict: &Verdict,
     rule: &DestinationRule,
 ) -> Answer {
@@ -269,9 +284,8 @@ fn destination_rule(
         .iter()
         .map(|w| format!("mtls-guard: {}", w.message))
         .collect();
-    match (endpoint, mode) {
-        (_, Mode::Off) => Answer::allow(),
-        (Endpoint::Mutate, Mode::Enforce) => {
+    match (endpoint, warn_only) {
+        (Endpoint::Mutate, false) => {
             if !verdict.has_change() {
                 return Answer::with_warnings(warnings);
             }
@@ -283,7 +297,7 @@ fn destination_rule(
                 ..Answer::default()
             }
         }
-        (Endpoint::Mutate, Mode::Warn) => {
+        (Endpoint::Mutate, true) => {
             warnings.extend(verdict.changes().map(|f| {
                 format!(
                     "mtls-guard (warn mode, not applied): {}",
@@ -292,7 +306,7 @@ fn destination_rule(
             }));
             Answer::with_warnings(warnings)
         }
-        (Endpoint::Validate, Mode::Enforce) => {
+        (Endpoint::Validate, false) => {
             let conflicts: Vec<String> = verdict
                 .conflicts()
                 .map(|f| verdict.message(f, domain))
@@ -309,7 +323,7 @@ fn destination_rule(
                 ..Answer::default()
             }
         }
-        (Endpoint::Validate, Mode::Warn) => {
+        (Endpoint::Validate, true) => {
             warnings.extend(verdict.conflicts().map(|f| {
                 format!(
                     "mtls-guard (warn mode, not denied): {}",
