@@ -245,6 +245,15 @@ async fn malformed_requests_get_clear_answers_and_the_server_keeps_serving() {
                 status == 200 || status == 400,
                 "{name} {path}: {status} {answer}"
             );
+            if name == "object is a string" && path == "/mutate" {
+                // Not judged: the mutating webhook lets it pass with a warning, and the
+                // API server's schema check (after mutation) or /validate rejects it.
+                assert_eq!(answer["response"]["allowed"], true, "{answer}");
+                assert!(answer["response"].get("patch").is_none(), "{answer}");
+                let warning = answer["response"]["warnings"][0].as_str().unwrap_or("");
+                assert!(warning.contains("not judged"), "{answer}");
+                continue;
+            }
             let message = message_of(&answer);
             assert!(
                 message.as_deref().is_some_and(|m| !m.is_empty()),

@@ -262,10 +262,11 @@ fn answer(
             destination_rule(settings, endpoint, mode == Mode::Warn, &verdict, rule)
         }
         // Allowed untouched; only the YAML-null trap is worth a word.
-        ObjectIn::Policy(p) if p.spec.has_peer_without_mtls() => Answer::with_warnings(vec![format!(
-            "mtls-guard: {kind} {}: a peers element has no `mtls` key, so Istio reads it as no mTLS (PLAINTEXT); write `mtls: {{}}` if mutual TLS was meant (a YAML `mtls:` null is dropped by client-side kubectl apply)",
-            request.name
-        )]),
+        ObjectIn::Policy(p) if p.spec.has_peer_without_mtls() => {
+            let object = format!("{kind} {namespace}/{}", request.name);
+            let message = crate::model::peer_without_mtls_message(&object, p.spec.mode());
+            Answer::with_warnings(vec![format!("mtls-guard: {message}")])
+        }
         _ => Answer::allow(),
     }
 }

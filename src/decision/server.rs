@@ -301,10 +301,7 @@ fn by_policy(
         if first.peer_without_mtls {
             warnings.push(Warning {
                 code: WarningCode::PeerWithoutMtls,
-                message: format!(
-                    "{} has a peers element without an `mtls` key, which Istio reads as no mTLS (PLAINTEXT); if mutual TLS was meant, write `mtls: {{}}` (a YAML `mtls:` null is dropped by client-side kubectl apply)",
-                    first.object
-                ),
+                message: crate::model::peer_without_mtls_message(&first.object, first.mode),
             });
         }
         Some(ServerDecision::new(

@@ -17,7 +17,8 @@ pub use destination_rule::{
 pub use object::{MeshObject, ModelError, ObjectKind};
 pub use peer_authentication::{PeerAuthentication, PeerAuthenticationSpec, PeerMtls, PeerMtlsMode};
 pub use policy::{
-    AuthPolicy, AuthPolicySpec, PeerMethod, PolicyMode, PolicyMtls, PolicyPort, PolicyTarget,
+    peer_without_mtls_message, AuthPolicy, AuthPolicySpec, PeerMethod, PolicyMode, PolicyMtls,
+    PolicyPort, PolicyTarget,
 };
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};

@@ -108,3 +108,17 @@ impl AuthPolicySpec {
         self.peers.iter().flatten().any(|p| p.mtls.is_none())
     }
 }
+
+/// The warning for a policy with a `peers` element without `mtls` (MG201), said
+/// the same way by the decision and by the webhook when such a policy is admitted.
+pub fn peer_without_mtls_message(policy: &dyn std::fmt::Display, mode: PolicyMode) -> String {
+    let effect = match mode {
+        PolicyMode::Plaintext => "and none with one, which Istio reads as no mTLS (PLAINTEXT)",
+        PolicyMode::Strict | PolicyMode::Permissive => {
+            "which Istio ignores (another element's `mtls` decides)"
+        }
+    };
+    format!(
+        "{policy} has a peers element without an `mtls` key {effect}; if mutual TLS was meant there, write `mtls: {{}}` (a YAML `mtls:` null is dropped by client-side kubectl apply)"
+    )
+}
