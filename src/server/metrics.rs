@@ -17,7 +17,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 struct ReviewLabels {
     endpoint: &'static str,
     verdict: &'static str,
-    kind: String,
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -156,12 +156,21 @@ impl Metrics {
         kind: &str,
         elapsed: Duration,
     ) {
-        let kind = if kind.is_empty() { "unknown" } else { kind };
+        // The kind comes from the request: only the kinds the webhook is registered
+        // for get a series of their own, so a caller cannot grow the label set.
+        let kind = match kind {
+            "DestinationRule" => "DestinationRule",
+            "Policy" => "Policy",
+            "MeshPolicy" => "MeshPolicy",
+            "PeerAuthentication" => "PeerAuthentication",
+            "" => "unknown",
+            _ => "other",
+        };
         self.reviews
             .get_or_create(&ReviewLabels {
                 endpoint,
                 verdict,
-                kind: kind.to_string(),
+                kind,
             })
             .inc();
         self.latency
@@ -200,5 +209,25 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_from_requests_do_not_grow_the_label_set() {
+        let m = Metrics::new();
+        for kind in ["DestinationRule", "Foo", "Bar", ""] {
+            m.observe_review("validate", "allowed", kind, Duration::from_micros(10));
+        }
+        let text = m.encode();
+        assert!(text.contains(r#"kind="DestinationRule""#), "{text}");
+        assert!(
+            text.contains(r#"kind="other""#) && text.contains(r#"kind="unknown""#),
+            "{text}"
+        );
+        assert!(!text.contains("Foo") && !text.contains("Bar"), "{text}");
     }
 }
