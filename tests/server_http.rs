@@ -612,6 +612,36 @@ async fn stalled_clients_are_cut_off() {
     server.handle.stop().await;
 }
 
+/// A client that finishes the TLS handshake and then sends nothing (HTTP/1.1 or
+/// HTTP/2 by ALPN alike) cannot hold a connection slot: the idle watch closes it,
+/// and the one slot serves the next client.
+#[tokio::test]
+async fn silent_connections_are_closed_and_free_their_slot() {
+    use std::time::Duration;
+    let server = TestServer::start_with(SnapshotSource::Objects(bookinfo_objects()), |c| {
+        c.limits.idle_timeout = Duration::from_millis(300);
+        c.limits.max_connections = 1;
+    })
+    .await;
+    let bound = Duration::from_secs(15);
+    let mut silent = raw_tls(server.handle.webhook_addr(), &server.ca.pem()).await;
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(bound, silent.read_to_end(&mut buf)).await;
+    assert!(
+        closed.is_ok(),
+        "the server closes a connection that sends nothing"
+    );
+    let (status, answer) = post(
+        &server.client(),
+        &server.url("/validate"),
+        review_body("10"),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["response"]["allowed"], true);
+    server.handle.stop().await;
+}
+
 /// Issue 3: apply each patch the server sends with the json-patch crate, send the
 /// patched object back (as the API server would on to validation and on a
 /// re-apply), and check it is allowed with nothing left to patch.

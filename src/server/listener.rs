@@ -7,8 +7,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -22,6 +26,10 @@ pub struct ConnLimits {
     /// HTTP/1.1: longest time to receive a request's headers, counted from when the
     /// connection starts waiting for them (so it also closes idle keep-alive connections).
     pub header_read_timeout: Duration,
+    /// Any connection from which no byte arrives for this long is closed (gracefully:
+    /// HTTP/2 gets a GOAWAY). Covers what `header_read_timeout` does not: a client
+    /// that sends nothing after the handshake, and idle HTTP/2 connections.
+    pub idle_timeout: Duration,
     /// Connections served at once; further clients wait in the accept backlog.
     pub max_connections: usize,
     /// On shutdown, how long in-flight requests may take before their connections are cut.
@@ -33,6 +41,7 @@ impl Default for ConnLimits {
         ConnLimits {
             tls_handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
             drain_timeout: Duration::from_secs(20),
         }
@@ -55,11 +64,10 @@ fn http_builder(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
+    // No server pings: a dead or silent peer is closed by the idle watch instead.
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(20))
         .max_concurrent_streams(256);
     builder
 }
@@ -105,6 +113,7 @@ pub async fn serve_tls(
                     builder.clone(),
                     app.clone(),
                     limits.tls_handshake_timeout,
+                    limits.idle_timeout,
                     drain_rx.clone(),
                 );
                 connections.spawn(async move {
@@ -150,6 +159,7 @@ async fn serve_connection(
     builder: Arc<auto::Builder<TokioExecutor>>,
     app: Router,
     handshake_timeout: Duration,
+    idle_timeout: Duration,
     drain: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
@@ -168,7 +178,12 @@ async fn serve_connection(
         },
     };
     let service = TowerToHyperService::new(app);
-    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    let activity = Arc::new(Activity::new());
+    let io = Tracked {
+        inner: tls,
+        activity: activity.clone(),
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
@@ -176,8 +191,98 @@ async fn serve_connection(
             conn.as_mut().graceful_shutdown();
             conn.await
         }
+        _ = activity.idle_for(idle_timeout) => {
+            tracing::debug!(%peer, "closing an idle connection");
+            conn.as_mut().graceful_shutdown();
+            // A peer that does not even read the GOAWAY is cut off.
+            tokio::time::timeout(Duration::from_secs(5), conn).await.unwrap_or(Ok(()))
+        }
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// When a connection last received bytes from its peer.
+struct Activity {
+    start: Instant,
+    /// Milliseconds since `start`.
+    last_read: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_read: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_read.store(now, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has been read for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_read.load(Ordering::Relaxed));
+            let idle = self.start.elapsed().saturating_sub(last);
+            if idle >= timeout {
+                return;
+            }
+            tokio::time::sleep(timeout - idle).await;
+        }
+    }
+}
+
+/// A stream that records when it last read something.
+struct Tracked<IO> {
+    inner: IO,
+    activity: Arc<Activity>,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Tracked<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Tracked<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }

@@ -113,8 +113,11 @@ pub struct ServeArgs {
     /// HTTP/1.1: longest wait for a request's headers (also closes idle keep-alive connections).
     #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
     pub header_read_timeout: Duration,
-    /// Longest time to receive a request body and answer (the API server's
-    /// `?timeout=` lowers it).
+    /// A connection (HTTP/1.1 or HTTP/2) from which nothing arrives for this long is closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+    pub idle_timeout: Duration,
+    /// Longest time to receive a request body (the API server's `?timeout=`
+    /// lowers it); a review itself takes microseconds.
     #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
     pub review_timeout: Duration,
     /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish.
@@ -422,6 +425,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits: ConnLimits {
             tls_handshake_timeout: args.tls_handshake_timeout,
             header_read_timeout: args.header_read_timeout,
+            idle_timeout: args.idle_timeout,
             max_connections: args.max_connections,
             drain_timeout: args.drain_timeout,
         },
