@@ -112,8 +112,7 @@ pub async fn serve_tls(
                     acceptor.clone(),
                     builder.clone(),
                     app.clone(),
-                    limits.tls_handshake_timeout,
-                    limits.idle_timeout,
+                    limits.clone(),
                     drain_rx.clone(),
                 );
                 connections.spawn(async move {
@@ -158,10 +157,10 @@ async fn serve_connection(
     acceptor: TlsAcceptor,
     builder: Arc<auto::Builder<TokioExecutor>>,
     app: Router,
-    handshake_timeout: Duration,
-    idle_timeout: Duration,
+    limits: ConnLimits,
     drain: watch::Receiver<bool>,
 ) {
+    let (handshake_timeout, idle_timeout) = (limits.tls_handshake_timeout, limits.idle_timeout);
     let _ = tcp.set_nodelay(true);
     let tls = tokio::select! {
         _ = wait_for(drain.clone()) => return,
