@@ -2935,3 +2935,37 @@ fn s4_missing_server_exemption_under_targeted_strict_names_that_object() {
     let msg = warning(&v, WarningCode::MissingServerExemption);
     assert!(msg.contains("Policy bookinfo/productpage-strict"), "{msg}");
 }
+
+#[test]
+fn s2_pa_port_level_beats_an_older_workload_mode() {
+    // "most specific first": a workload-port setting (b-new's portLevelMtls for 9080)
+    // decides before the workload level, where the older a-old would win the tie.
+    let a_old = pa_at(
+        "bookinfo",
+        "a-old",
+        "2023-01-01T00:00:00Z",
+        "{selector: {matchLabels: {app: reviews}}, mtls: {mode: STRICT}}",
+    );
+    let b_new = pa_at(
+        "bookinfo",
+        "b-new",
+        "2023-02-01T00:00:00Z",
+        "{selector: {matchLabels: {app: reviews}}, mtls: {mode: STRICT}, portLevelMtls: {'9080': {mode: DISABLE}}}",
+    );
+    let v = judge_in(
+        &snap(&(bookinfo() + &a_old + &b_new)),
+        &settings(),
+        &rule_with_tls("reviews", "DISABLE"),
+    );
+    assert_server(
+        at(&v, 9080),
+        ServerMode::Plaintext,
+        Some((
+            ObjectKind::PeerAuthentication,
+            "bookinfo",
+            "b-new",
+            Level::WorkloadPort,
+        )),
+    );
+    assert!(codes(&v).is_empty(), "{:?}", v.warnings);
+}

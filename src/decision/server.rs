@@ -249,35 +249,49 @@ fn workload_level(
     warnings: &mut Vec<Warning>,
     applied: &mut bool,
 ) -> Option<ServerDecision> {
-    let first = *svc.workload_peer_auths.first()?;
-    *applied = true;
-    tie(
-        warnings,
-        Level::Workload,
-        subject,
+    let pas = || {
         svc.workload_peer_auths
             .iter()
-            .map(|i| &ns.workload_peer_auths[*i].object),
-    );
-    let pa: &PeerAuthEntry = &ns.workload_peer_auths[first];
-    if let (Some(number), false) = (port.number(), pa.port_level.is_empty()) {
+            .map(|i| &ns.workload_peer_auths[*i])
+    };
+    let first: &PeerAuthEntry = pas().next()?;
+    *applied = true;
+
+    // Workload-port level, the most specific: every PeerAuthentication with a
+    // port-level mode (not UNSET) for the port's target port, the oldest first.
+    if let Some(number) = port.number() {
         match svc.port(number).map(|p| &p.target_port) {
             Some(TargetPort::Number(target)) => {
-                if let Some(mode) = pa.port_level.get(target).and_then(|m| peer_mode(*m)) {
+                let port_mode =
+                    |pa: &PeerAuthEntry| pa.port_level.get(target).and_then(|m| peer_mode(*m));
+                let at_port = pas().filter(|pa| port_mode(pa).is_some());
+                if let Some(pa) = at_port.clone().next() {
+                    tie(
+                        warnings,
+                        Level::WorkloadPort,
+                        subject,
+                        at_port.map(|p| &p.object),
+                    );
+                    let mode = port_mode(pa).expect("filtered on a port-level mode");
                     return Some(ServerDecision::new(mode, &pa.object, Level::WorkloadPort));
                 }
             }
-            Some(TargetPort::Name(target)) => warnings.push(Warning {
-                code: WarningCode::NamedTargetPort,
-                message: format!(
-                    "{}: portLevelMtls cannot be applied to {} port {number}, whose targetPort {target:?} is a name (it needs the pods); the PeerAuthentication's own mode is used",
-                    pa.object, svc.name
-                ),
-            }),
+            Some(TargetPort::Name(target)) => {
+                for pa in pas().filter(|pa| !pa.port_level.is_empty()) {
+                    warnings.push(Warning {
+                        code: WarningCode::NamedTargetPort,
+                        message: format!(
+                            "{}: portLevelMtls cannot be applied to {} port {number}, whose targetPort {target:?} is a name (it needs the pods); the PeerAuthentication's own mode is used",
+                            pa.object, svc.name
+                        ),
+                    });
+                }
+            }
             None => {}
         }
     }
-    peer_mode(pa.mode).map(|mode| ServerDecision::new(mode, &pa.object, Level::Workload))
+    tie(warnings, Level::Workload, subject, pas().map(|p| &p.object));
+    peer_mode(first.mode).map(|mode| ServerDecision::new(mode, &first.object, Level::Workload))
 }
 
 fn by_policy(
