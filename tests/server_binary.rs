@@ -300,6 +300,53 @@ async fn sigterm_drains_the_request_in_flight_and_exits_0() {
     assert_eq!(server.exit_code(), Some(0));
 }
 
+/// With --shutdown-delay, SIGTERM first turns /readyz to 503 while new reviews are
+/// still answered (endpoints drop the pod before it stops listening), then it exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delay_keeps_serving_while_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    assert!(run_certs(&certs, &["--san", "127.0.0.1"]).status.success());
+    let policies = bookinfo_policies(dir.path());
+    let mut server = Running::spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        certs.join("tls.crt").to_str().unwrap(),
+        "--tls-key",
+        certs.join("tls.key").to_str().unwrap(),
+        "--policies",
+        policies.to_str().unwrap(),
+        "--shutdown-delay",
+        "5s",
+        "--log-format",
+        "json",
+    ]);
+    let (webhook, admin) = server.addresses();
+    let ca = std::fs::read_to_string(certs.join("ca.crt")).unwrap();
+    assert!(wait_for_status(&format!("http://{admin}/readyz"), 200, 200).await);
+    server.signal(libc::SIGTERM);
+    server.log_line(|v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("not ready"))
+    });
+    assert!(wait_for_status(&format!("http://{admin}/readyz"), 503, 200).await);
+    let client = client_trusting(&[&ca], Protocol::Http1);
+    let (status, answer) = post(
+        &client,
+        &format!("https://{webhook}/validate"),
+        review_body("10"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    assert_eq!(server.exit_code(), Some(0));
+}
+
 /// Without --tls-cert, `serve` makes a CA and certificate in --cert-dir and prints a
 /// curl command; without --policies the snapshot is empty (with a warning), so a
 /// rule that Bookinfo would deny is allowed. Ctrl-C (SIGINT) stops it with exit 0.

@@ -319,7 +319,7 @@ fn destination_rule(
                 )
             }));
             Answer {
-                denied: (!conflicts.is_empty()).then(|| status(403, conflicts.join("; "))),
+                denied: (!conflicts.is_empty()).then(|| status(403, conflicts.join("\n"))),
                 warnings,
                 ..Answer::default()
             }

@@ -120,6 +120,10 @@ pub struct ServeArgs {
     /// lowers it); a review itself takes microseconds.
     #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
     pub review_timeout: Duration,
+    /// On SIGTERM/Ctrl-C, how long to keep serving with /readyz failing before
+    /// draining (in a cluster, a few seconds, so endpoints drop the pod first).
+    #[arg(long, default_value = "0s", value_parser = parse_duration_arg)]
+    pub shutdown_delay: Duration,
     /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish.
     #[arg(long, default_value = "20s", value_parser = parse_duration_arg)]
     pub drain_timeout: Duration,
@@ -173,9 +177,17 @@ pub struct Handle {
     store: SnapshotStore,
     resolver: Arc<tls::CertResolver>,
     metrics: Arc<Metrics>,
+    /// Drives `/readyz`: the TLS listener is bound and not shutting down.
+    listening: Arc<AtomicBool>,
 }
 
 impl Handle {
+    /// Turns `/readyz` to 503 while the webhook keeps serving, so that the pod
+    /// leaves the Service's endpoints before it stops accepting connections.
+    pub fn set_unready(&self) {
+        self.listening.store(false, Ordering::SeqCst);
+    }
+
     /// The bound address of the TLS webhook port.
     pub fn webhook_addr(&self) -> SocketAddr {
         self.webhook_addr
@@ -334,6 +346,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
         store,
         resolver,
         metrics,
+        listening,
     })
 }
 
@@ -384,6 +397,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let shutdown_delay = args.shutdown_delay;
     let settings = Settings::from(args.settings);
     let (tls_files, generated) = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => (TlsFiles { cert, key }, None),
@@ -447,6 +461,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let signal = termination().await;
+    handle.set_unready();
+    if !shutdown_delay.is_zero() {
+        tracing::info!(
+            signal,
+            delay_ms = shutdown_delay.as_millis() as u64,
+            "not ready; still serving until the delay ends"
+        );
+        tokio::time::sleep(shutdown_delay).await;
+    }
     tracing::info!(signal, "shutting down: draining in-flight requests");
     handle.stop().await;
     Ok(())
