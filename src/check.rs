@@ -12,7 +12,7 @@
 //! checked. So the exit code says whether the webhook would deny something.
 
 use crate::decision::{
-    judge, ClientSource, Finding, HostTarget, Outcome, PortScope, Required, TlsScope, Verdict,
+    judge, ClientSource, Finding, HostTarget, Outcome, PortScope, Required, Verdict,
 };
 use crate::loader::{self, Loaded, Origin};
 use crate::model::{DestinationRuleSpec, ObjectRef};
@@ -251,11 +251,8 @@ pub fn diagnose(
                     ("MG103", DiagnosticKind::Patch, "would patch")
                 };
                 message = format!("{verb}: {message}");
-                let planned = planned_changes(
-                    &changes,
-                    &scope_description(first.client_source, spec),
-                    &first.reason(service),
-                );
+                let planned =
+                    planned_changes(&changes, first.client_source, &first.reason(service));
                 let fix = if planned.is_empty() {
                     format!("set {location}.mode to {m}")
                 } else {
@@ -335,35 +332,16 @@ fn port_text(p: &PortScope) -> String {
 }
 
 /// `spec.trafficPolicy` or `spec.subsets[NAME].trafficPolicy`: the scope a change is in.
-fn scope_description(source: ClientSource, spec: &DestinationRuleSpec) -> String {
+/// The planner's actions for the scope of `source` and for `reason`, and the
+/// ports it pinned there so that they keep their mode.
+fn planned_changes(changes: &[patch::Change], source: ClientSource, reason: &str) -> Vec<String> {
     let scope = match source {
         ClientSource::ScopeTls(s) | ClientSource::PortEntry(s, _) => s,
     };
-    match scope {
-        TlsScope::Top => "spec.trafficPolicy".to_string(),
-        TlsScope::Subset(i) => format!(
-            "spec.subsets[{}].trafficPolicy",
-            spec.subsets.get(i).map_or("", |s| s.name.as_str())
-        ),
-    }
-}
-
-/// The patch planner's change sentences for one scope and reason, without the
-/// `mtls-guard: ` prefix and the `because ...` the message already gives.
-fn planned_changes(changes: &[String], scope: &str, reason: &str) -> Vec<String> {
     changes
         .iter()
-        .filter_map(|c| {
-            let c = c.strip_prefix("mtls-guard: ").unwrap_or(c);
-            match c.split_once(" because ") {
-                Some((action, why)) if why == reason && action.contains(scope) => {
-                    Some(action.to_string())
-                }
-                Some(_) => None,
-                // A side effect of the scope's change (a port pinned to its old mode).
-                None => c.contains(scope).then(|| c.to_string()),
-            }
-        })
+        .filter(|c| c.scope == scope && c.reason.as_deref().is_none_or(|r| r == reason))
+        .map(|c| c.action.clone())
         .collect()
 }
 
@@ -572,6 +550,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decision::TlsScope;
 
     const BOOKINFO: &str = "\
 apiVersion: authentication.istio.io/v1alpha1
@@ -711,22 +690,44 @@ spec:
 
     #[test]
     fn planned_changes_match_scope_and_reason() {
+        let change = |scope, action: &str, reason: Option<&str>| patch::Change {
+            scope,
+            action: action.to_string(),
+            reason: reason.map(str::to_string),
+        };
         let changes = vec![
-            "mtls-guard: set spec.trafficPolicy.tls.mode to DISABLE (was ISTIO_MUTUAL) because X exempts s".to_string(),
-            "mtls-guard: set spec.subsets[v1].trafficPolicy.tls.mode to ISTIO_MUTUAL because Y requires".to_string(),
-            "mtls-guard: added a portLevelSettings entry for port 80 keeping tls mode SIMPLE in spec.trafficPolicy, so that the change of spec.trafficPolicy.tls does not move it".to_string(),
+            change(
+                TlsScope::Top,
+                "set spec.trafficPolicy.tls.mode to DISABLE",
+                Some("X exempts s"),
+            ),
+            change(
+                TlsScope::Subset(0),
+                "set spec.subsets[v1].trafficPolicy.tls.mode to ISTIO_MUTUAL",
+                Some("Y requires"),
+            ),
+            change(
+                TlsScope::Top,
+                "added a portLevelSettings entry for port 80 keeping tls mode SIMPLE",
+                None,
+            ),
         ];
+        let top = ClientSource::ScopeTls(TlsScope::Top);
         assert_eq!(
-            planned_changes(&changes, "spec.trafficPolicy", "X exempts s"),
+            planned_changes(&changes, top, "X exempts s"),
             vec![
-                "set spec.trafficPolicy.tls.mode to DISABLE (was ISTIO_MUTUAL)".to_string(),
-                "added a portLevelSettings entry for port 80 keeping tls mode SIMPLE in spec.trafficPolicy, so that the change of spec.trafficPolicy.tls does not move it".to_string(),
+                "set spec.trafficPolicy.tls.mode to DISABLE".to_string(),
+                "added a portLevelSettings entry for port 80 keeping tls mode SIMPLE".to_string(),
             ]
         );
         assert_eq!(
-            planned_changes(&changes, "spec.subsets[v1].trafficPolicy", "Y requires"),
+            planned_changes(
+                &changes,
+                ClientSource::PortEntry(TlsScope::Subset(0), 1),
+                "Y requires"
+            ),
             vec!["set spec.subsets[v1].trafficPolicy.tls.mode to ISTIO_MUTUAL".to_string()]
         );
-        assert!(planned_changes(&changes, "spec.trafficPolicy", "Z").len() == 1);
+        assert_eq!(planned_changes(&changes, top, "Z").len(), 1);
     }
 }

@@ -18,11 +18,34 @@ use std::collections::BTreeMap;
 /// in the order of [`TrafficPolicy::settings`].
 const PORT_SETTINGS: [&str; 3] = ["connectionPool", "loadBalancer", "outlierDetection"];
 
-/// A planned patch and one human sentence per change, for admission warnings.
+/// A planned patch and what each of its changes does, for admission warnings
+/// and `check`'s fixes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
     pub patch: Patch,
-    pub changes: Vec<String>,
+    pub changes: Vec<Change>,
+}
+
+/// One change of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The `trafficPolicy` it is made in.
+    pub scope: TlsScope,
+    /// What was done and where: "set spec.trafficPolicy.tls.mode to DISABLE (was ISTIO_MUTUAL)".
+    pub action: String,
+    /// Why (which policy or exemption); `None` for a port pinned to its old mode
+    /// so that another change does not move it.
+    pub reason: Option<String>,
+}
+
+impl Change {
+    /// The admission warning: what was set, where, and why.
+    pub fn warning(&self) -> String {
+        match &self.reason {
+            Some(reason) => format!("mtls-guard: {} because {reason}", self.action),
+            None => format!("mtls-guard: {}", self.action),
+        }
+    }
 }
 
 impl Plan {
@@ -74,7 +97,7 @@ pub fn plan(verdict: &Verdict, spec: &DestinationRuleSpec) -> Plan {
                     builder.set_mode(&tls, need.set.unwrap_or(&ClientMode::Unset));
                     let place = format!("{}.mode", source.describe(spec));
                     plan.changes
-                        .push(change(verdict, need, &set_action(&place, need)));
+                        .push(change(verdict, scope, need, set_action(&place, need)));
                 }
             }
             ClientSource::ScopeTls(scope) => plan_scope(
@@ -96,7 +119,7 @@ fn plan_scope(
     verdict: &Verdict,
     spec: &DestinationRuleSpec,
     b: &mut Builder,
-    changes: &mut Vec<String>,
+    changes: &mut Vec<Change>,
     source: ClientSource,
     scope: TlsScope,
     ports: &BTreeMap<PortScope, PortNeed>,
@@ -125,7 +148,7 @@ fn plan_scope(
             .find(|p| p.set == Some(mode))
             .expect("the scope mode comes from a port that needs it");
         let place = format!("{}.mode", source.describe(spec));
-        changes.push(change(verdict, need, &set_action(&place, need)));
+        changes.push(change(verdict, scope, need, set_action(&place, need)));
     }
     for (port, need) in ports {
         let Some(number) = port.number() else {
@@ -157,8 +180,12 @@ fn plan_scope(
         };
         let scope_desc = ClientSource::describe_scope(spec, scope);
         changes.push(match need.set {
-            Some(_) => change(verdict, need, &format!("added {what} in {scope_desc}")),
-            None => format!("mtls-guard: added {what} in {scope_desc}, so that the change of {scope_desc}.tls does not move it"),
+            Some(_) => change(verdict, scope, need, format!("added {what} in {scope_desc}")),
+            None => Change {
+                scope,
+                action: format!("added {what} in {scope_desc}, so that the change of {scope_desc}.tls does not move it"),
+                reason: None,
+            },
         });
     }
 }
@@ -244,16 +271,17 @@ fn tp_pointer(scope: TlsScope) -> String {
     ClientSource::traffic_policy_pointer(scope)
 }
 
-/// The admission warning for one change: what was done, where, and why.
-fn change(verdict: &Verdict, need: &PortNeed, action: &str) -> String {
+/// A change made for `need`, with the reason its finding gives.
+fn change(verdict: &Verdict, scope: TlsScope, need: &PortNeed, action: String) -> Change {
     let service = match &verdict.target {
         crate::decision::HostTarget::Service { name, .. } => name.as_str(),
         _ => "the service",
     };
-    format!(
-        "mtls-guard: {action} because {}",
-        need.finding.reason(service)
-    )
+    Change {
+        scope,
+        action,
+        reason: Some(need.finding.reason(service)),
+    }
 }
 
 /// "set X to M (was N)".

@@ -45,7 +45,7 @@ fn ops(spec: Value) -> (Value, Vec<String>, Value) {
     assert!(!v2.has_change(), "{v2:#?}");
     (
         serde_json::to_value(&p.patch).unwrap(),
-        p.changes,
+        p.changes.iter().map(|c| c.warning()).collect(),
         patched["spec"].clone(),
     )
 }

@@ -291,7 +291,7 @@ fn destination_rule(
                 return Answer::with_warnings(warnings);
             }
             let plan = patch::plan(verdict, &rule.spec);
-            warnings.extend(plan.changes.iter().cloned());
+            warnings.extend(plan.changes.iter().map(patch::Change::warning));
             Answer {
                 patch: (!plan.is_empty()).then_some(plan.patch),
                 warnings,
