@@ -413,10 +413,6 @@ impl Snapshot {
     pub fn notes(&self) -> &[String] {
         &self.notes
     }
-
-    pub fn namespace_names(&self) -> impl Iterator<Item = &str> {
-        self.namespaces.keys().map(String::as_str)
-    }
 }
 
 fn policy_entry(kind: ObjectKind, p: &AuthPolicy) -> PolicyEntry {

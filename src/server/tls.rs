@@ -63,12 +63,6 @@ pub fn parse_pair(cert_pem: &[u8], key_pem: &[u8]) -> anyhow::Result<LoadedPair>
     })
 }
 
-/// Reads and validates the pair from its files.
-pub fn load_pair(files: &TlsFiles) -> anyhow::Result<LoadedPair> {
-    let (cert, key) = read_files(files)?;
-    parse_pair(&cert, &key)
-}
-
 pub(crate) fn read_files(files: &TlsFiles) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     Ok((read(&files.cert)?, read(&files.key)?))
