@@ -105,9 +105,10 @@ fn s6_existing_port_entry_is_changed_in_place() {
 }
 
 #[test]
-fn s6_subset_tls_is_changed_where_it_is() {
-    // The subset's own tls decides for its ports: the fill goes there, and the
-    // exempt port 9090 gets its own entry in the subset.
+fn s6_subset_port_entry_is_filled_where_it_is() {
+    // Subset v1's own entry for 9080 (without tls: UNSET) decides for v1 at 9080, so
+    // the fill goes into that entry; at 9090, v1 inherits the top level's DISABLE
+    // entry, which is already right.
     let (patch, _, spec) = ops(
         json!({"host": "reviews", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"},
         "portLevelSettings": [{"port": {"number": 9090}, "tls": {"mode": "DISABLE"}}]},
