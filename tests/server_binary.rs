@@ -157,6 +157,36 @@ fn bookinfo_policies(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// `serve` on loopback with a `certs`-made pair (127.0.0.1 added) and the Bookinfo
+/// policies, plus `extra` flags; returns it with its CA.
+fn serve_bookinfo(dir: &Path, extra: &[&str]) -> (Running, String) {
+    let certs = dir.join("certs");
+    assert!(run_certs(&certs, &["--san", "127.0.0.1"]).status.success());
+    let policies = bookinfo_policies(dir);
+    let (cert, key) = (certs.join("tls.crt"), certs.join("tls.key"));
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--policies",
+        policies.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let server = Running::spawn(&args);
+    (
+        server,
+        std::fs::read_to_string(certs.join("ca.crt")).unwrap(),
+    )
+}
+
 #[test]
 fn certs_command_writes_a_bundle_and_prints_the_ca_bundle() {
     let dir = tempfile::tempdir().unwrap();
@@ -214,27 +244,8 @@ fn certs_command_writes_a_bundle_and_prints_the_ca_bundle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_the_request_in_flight_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    let output = run_certs(&certs, &["--san", "127.0.0.1"]);
-    assert!(output.status.success());
-    let policies = bookinfo_policies(dir.path());
-    let mut server = Running::spawn(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        certs.join("tls.crt").to_str().unwrap(),
-        "--tls-key",
-        certs.join("tls.key").to_str().unwrap(),
-        "--policies",
-        policies.to_str().unwrap(),
-        "--log-format",
-        "json",
-    ]);
+    let (mut server, ca) = serve_bookinfo(dir.path(), &[]);
     let (webhook, admin) = server.addresses();
-    let ca = std::fs::read_to_string(certs.join("ca.crt")).unwrap();
     assert!(wait_for_status(&format!("http://{admin}/readyz"), 200, 200).await);
 
     // A complete review first: denied (contract section 7), and logged as one JSON line.
@@ -305,28 +316,8 @@ async fn sigterm_drains_the_request_in_flight_and_exits_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_delay_keeps_serving_while_not_ready() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = dir.path().join("certs");
-    assert!(run_certs(&certs, &["--san", "127.0.0.1"]).status.success());
-    let policies = bookinfo_policies(dir.path());
-    let mut server = Running::spawn(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--tls-cert",
-        certs.join("tls.crt").to_str().unwrap(),
-        "--tls-key",
-        certs.join("tls.key").to_str().unwrap(),
-        "--policies",
-        policies.to_str().unwrap(),
-        "--shutdown-delay",
-        "5s",
-        "--log-format",
-        "json",
-    ]);
+    let (mut server, ca) = serve_bookinfo(dir.path(), &["--shutdown-delay", "5s"]);
     let (webhook, admin) = server.addresses();
-    let ca = std::fs::read_to_string(certs.join("ca.crt")).unwrap();
     assert!(wait_for_status(&format!("http://{admin}/readyz"), 200, 200).await);
     server.signal(libc::SIGTERM);
     server.log_line(|v| {
