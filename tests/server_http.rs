@@ -642,6 +642,61 @@ async fn silent_connections_are_closed_and_free_their_slot() {
     server.handle.stop().await;
 }
 
+/// Reviews in flight are capped over all connections: with one slot held by a
+/// request whose body is still arriving, another gets 503 at its deadline; once
+/// the first is answered, the slot serves again.
+#[tokio::test]
+async fn reviews_in_flight_are_capped() {
+    let server = TestServer::start_with(SnapshotSource::Objects(bookinfo_objects()), |c| {
+        c.limits.max_in_flight = 1;
+    })
+    .await;
+    let body = review_body("10");
+    let mut slow = raw_tls(server.handle.webhook_addr(), &server.ca.pem()).await;
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    slow.write_all(first).await.unwrap();
+    slow.flush().await.unwrap();
+    assert!(
+        wait_for_metric_at(
+            &server.admin_url("/metrics"),
+            "mtls_guard_requests_in_flight",
+            1.0
+        )
+        .await,
+        "the first request holds the slot"
+    );
+    let (status, answer) = post(
+        &server.client(),
+        &server.url("/validate?timeout=1s"),
+        review_body("10"),
+    )
+    .await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer.to_string().contains("too many reviews in flight"),
+        "{answer}"
+    );
+
+    slow.write_all(rest).await.unwrap();
+    slow.flush().await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = slow.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let (status, _) = post(
+        &server.client(),
+        &server.url("/validate"),
+        review_body("10"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    server.handle.stop().await;
+}
+
 /// Issue 3: apply each patch the server sends with the json-patch crate, send the
 /// patched object back (as the API server would on to validation and on a
 /// re-apply), and check it is allowed with nothing left to patch.

@@ -32,6 +32,9 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
     /// Connections served at once; further clients wait in the accept backlog.
     pub max_connections: usize,
+    /// Reviews read and answered at once, over all connections (each holds up to a
+    /// 3 MiB body); further requests wait for a slot within their deadline.
+    pub max_in_flight: usize,
     /// On shutdown, how long in-flight requests may take before their connections are cut.
     pub drain_timeout: Duration,
 }
@@ -43,6 +46,7 @@ impl Default for ConnLimits {
             header_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
+            max_in_flight: 256,
             drain_timeout: Duration::from_secs(20),
         }
     }

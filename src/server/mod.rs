@@ -133,6 +133,9 @@ pub struct ServeArgs {
     /// Connections served at once on the webhook port.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+    /// Reviews read and answered at once over all connections (bounds body memory).
+    #[arg(long, default_value_t = 256)]
+    pub max_in_flight: usize,
 }
 
 /// Everything [`start`] needs.
@@ -301,6 +304,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
             settings: config.settings,
             metrics: metrics.clone(),
             review_timeout: config.review_timeout,
+            slots: tokio::sync::Semaphore::new(config.limits.max_in_flight.max(1)),
         }),
         config.body_limit,
     );
@@ -441,6 +445,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             header_read_timeout: args.header_read_timeout,
             idle_timeout: args.idle_timeout,
             max_connections: args.max_connections,
+            max_in_flight: args.max_in_flight,
             drain_timeout: args.drain_timeout,
         },
         review_timeout: args.review_timeout,

@@ -20,6 +20,9 @@ pub(crate) struct WebhookState {
     pub metrics: Arc<Metrics>,
     /// Longest time to read a request body and answer it.
     pub review_timeout: Duration,
+    /// Slots for reviews in flight (`ConnLimits::max_in_flight`): bounds the memory
+    /// held by request bodies whatever the number of connections and streams.
+    pub slots: tokio::sync::Semaphore,
 }
 
 pub(crate) fn router(state: Arc<WebhookState>, body_limit: usize) -> Router {
@@ -101,7 +104,21 @@ async fn handle(state: &WebhookState, endpoint: Endpoint, req: Request) -> Respo
     let _in_flight = state.metrics.request_started();
     let deadline = caller_timeout(req.uri().query())
         .map_or(state.review_timeout, |t| t.min(state.review_timeout));
-    let body = match tokio::time::timeout(deadline, Bytes::from_request(req, &())).await {
+    // Held until the answer is built.
+    let _slot = match tokio::time::timeout(deadline, state.slots.acquire()).await {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            return refuse(
+                state,
+                endpoint,
+                started,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many reviews in flight: none could start before the deadline",
+            )
+        }
+    };
+    let remaining = deadline.saturating_sub(started.elapsed());
+    let body = match tokio::time::timeout(remaining, Bytes::from_request(req, &())).await {
         Ok(Ok(body)) => body,
         Ok(Err(rejection)) => {
             let status = rejection.status();
