@@ -697,6 +697,69 @@ async fn reviews_in_flight_are_capped() {
     server.handle.stop().await;
 }
 
+/// `--policies` files are reloaded when they change; a change that does not load
+/// keeps the snapshot in place.
+#[tokio::test]
+async fn policy_files_are_reloaded_when_they_change() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mesh.json");
+    let write = |peers: Value| {
+        let mut objects = bookinfo_values();
+        for o in &mut objects {
+            if o["kind"] == "Policy" && o["metadata"]["name"] == "default" {
+                o["spec"]["peers"] = peers.clone();
+            }
+        }
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
+        // Through a rename, as kubelet updates a mounted ConfigMap.
+        let tmp = dir.path().join(".mesh.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&list).unwrap()).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    write(serde_json::json!([{"mtls": {}}]));
+    let server =
+        TestServer::start_with(SnapshotSource::Files(vec![dir.path().to_path_buf()]), |c| {
+            c.policies_poll_interval = Duration::from_millis(50);
+        })
+        .await;
+    let client = server.client();
+    let allowed = |answer: &Value| answer["response"]["allowed"] == true;
+    // reviews with tls DISABLE: denied while the namespace requires mTLS.
+    let (_, answer) = post(&client, &server.url("/validate"), review_body("25")).await;
+    assert!(!allowed(&answer), "{answer}");
+
+    // The namespace Policy turns to PLAINTEXT: the same rule becomes fine.
+    write(serde_json::json!([]));
+    let mut reloaded = false;
+    for _ in 0..200 {
+        let (_, answer) = post(&client, &server.url("/validate"), review_body("25")).await;
+        if allowed(&answer) {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reloaded, "the changed policy was not picked up");
+
+    // A broken file: the reload fails and the last good snapshot stays.
+    let tmp = dir.path().join(".broken.tmp");
+    std::fs::write(&tmp, b"{ not json").unwrap();
+    std::fs::rename(&tmp, &file).unwrap();
+    assert!(
+        wait_for_metric_at(
+            &server.admin_url("/metrics"),
+            r#"mtls_guard_snapshot_reloads_total{result="error"}"#,
+            1.0
+        )
+        .await,
+        "the broken file was tried"
+    );
+    let (_, answer) = post(&client, &server.url("/validate"), review_body("25")).await;
+    assert!(allowed(&answer), "{answer}");
+    server.handle.stop().await;
+}
+
 /// Issue 3: apply each patch the server sends with the json-patch crate, send the
 /// patched object back (as the API server would on to validation and on a
 /// re-apply), and check it is allowed with nothing left to patch.

@@ -57,6 +57,7 @@ pub struct Metrics {
     snapshot_loaded: Gauge,
     cert_expiry: Gauge,
     cert_reloads: Family<ResultLabels, Counter>,
+    snapshot_reloads: Family<ResultLabels, Counter>,
     in_flight: Gauge,
 }
 
@@ -117,6 +118,12 @@ impl Metrics {
             "Attempts to load a changed serving certificate, by result (ok, error)",
             cert_reloads.clone(),
         );
+        let snapshot_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "snapshot_reloads",
+            "Attempts to load changed --policies files, by result (ok, error)",
+            snapshot_reloads.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register(
             "requests_in_flight",
@@ -138,6 +145,7 @@ impl Metrics {
             snapshot_loaded,
             cert_expiry,
             cert_reloads,
+            snapshot_reloads,
             in_flight,
         }
     }
@@ -197,6 +205,14 @@ impl Metrics {
 
     pub fn count_cert_reload(&self, ok: bool) {
         self.cert_reloads
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    pub fn count_snapshot_reload(&self, ok: bool) {
+        self.snapshot_reloads
             .get_or_create(&ResultLabels {
                 result: if ok { "ok" } else { "error" },
             })

@@ -97,8 +97,8 @@ pub struct ServeArgs {
     /// The webhook's namespace (for the generated certificate's names).
     #[arg(long, default_value = certs::DEFAULT_NAMESPACE)]
     pub service_namespace: String,
-    /// YAML/JSON files or folders holding the mesh objects to judge against (read
-    /// once at start, no cluster contact). Without it the snapshot is empty (a warning
+    /// YAML/JSON files or folders holding the mesh objects to judge against (read at
+    /// start and again when they change; no cluster contact). Without it the snapshot is empty (a warning
     /// is logged): no policy requires mutual TLS, so every rule is allowed unchanged.
     #[arg(long, value_name = "PATH", num_args = 1..)]
     pub policies: Vec<PathBuf>,
@@ -127,6 +127,9 @@ pub struct ServeArgs {
     /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish.
     #[arg(long, default_value = "20s", value_parser = parse_duration_arg)]
     pub drain_timeout: Duration,
+    /// How often the --policies files are checked for changes (then reloaded).
+    #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+    pub policies_poll_interval: Duration,
     /// How often the certificate files are re-read in case a change event was missed.
     #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
     pub cert_poll_interval: Duration,
@@ -150,6 +153,8 @@ pub struct ServerConfig {
     /// Longest time to receive a request body and answer it.
     pub review_timeout: Duration,
     pub body_limit: usize,
+    /// How often the `--policies` files are checked for changes.
+    pub policies_poll_interval: Duration,
     pub cert_poll_interval: Duration,
 }
 
@@ -166,6 +171,7 @@ impl ServerConfig {
             review_timeout: Duration::from_secs(10),
             body_limit: BODY_LIMIT,
             cert_poll_interval: Duration::from_secs(5),
+            policies_poll_interval: Duration::from_secs(2),
         }
     }
 }
@@ -287,6 +293,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
     let tls_config = Arc::new(tls::server_config(resolver.clone())?);
 
     let source = config.source;
+    let watched = match &source {
+        SnapshotSource::Files(paths) => Some(paths.clone()),
+        _ => None,
+    };
     let first = tokio::task::spawn_blocking(move || source.initial())
         .await
         .context("loading the snapshot")??;
@@ -309,6 +319,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
         config.body_limit,
     );
 
+    let policies_task = watched.map(|paths| {
+        source::watch_files(
+            paths,
+            store.clone(),
+            config.policies_poll_interval,
+            after_rx.clone(),
+        )
+    });
     let reload_task = reload::spawn(
         config.tls.clone(),
         resolver.clone(),
@@ -338,6 +356,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
             listening.store(false, Ordering::SeqCst);
             let _ = after_tx.send(true);
             let _ = reload_task.await;
+            if let Some(task) = policies_task {
+                let _ = task.await;
+            }
             let _ = admin_task.await;
             tracing::info!("server stopped");
         }
@@ -451,6 +472,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         review_timeout: args.review_timeout,
         body_limit: BODY_LIMIT,
         cert_poll_interval: args.cert_poll_interval,
+        policies_poll_interval: args.policies_poll_interval,
     };
     let handle = start(config).await?;
     if let Some(paths) = generated {
