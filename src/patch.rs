@@ -7,16 +7,11 @@
 //! settings), and ports the change must not move are pinned to what they had.
 
 use crate::decision::{ClientMode, ClientSource, Finding, Outcome, PortScope, TlsScope, Verdict};
-use crate::model::{DestinationRuleSpec, TrafficPolicy};
+use crate::model::{DestinationRuleSpec, TrafficPolicy, PORT_SETTINGS};
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
-
-/// Settings a `portLevelSettings` entry may carry besides `port` and `tls`
-/// (the CRD's `PortTrafficPolicy`), copied so that a new entry changes only TLS;
-/// in the order of [`TrafficPolicy::settings`].
-const PORT_SETTINGS: [&str; 3] = ["connectionPool", "loadBalancer", "outlierDetection"];
 
 /// A planned patch and what each of its changes does, for admission warnings
 /// and `check`'s fixes.
@@ -216,9 +211,10 @@ fn inherited_settings(
         TlsScope::Subset(_) => scope_traffic_policy(spec, scope).map(TrafficPolicy::settings),
     };
     let mut out = Map::new();
-    for k in 0..3 {
-        let (key, own_value) = own.map_or((PORT_SETTINGS[k], None), |o| o[k]);
-        let value = own_value.or_else(|| top_settings.and_then(|t| t[k].1));
+    for (k, key) in PORT_SETTINGS.iter().enumerate() {
+        let value = own
+            .and_then(|o| o[k])
+            .or_else(|| top_settings.and_then(|t| t[k]));
         if let Some(v) = value.filter(|v| !v.is_null()) {
             out.insert(key.to_string(), v.clone());
         }

@@ -80,14 +80,30 @@ pub struct Subset {
 }
 
 impl PortTrafficPolicy {
-    /// The settings besides TLS, as [`TrafficPolicy::settings`].
-    pub fn settings(&self) -> [(&'static str, Option<&Value>); 3] {
-        [
-            ("connectionPool", self.connection_pool.as_ref()),
-            ("loadBalancer", self.load_balancer.as_ref()),
-            ("outlierDetection", self.outlier_detection.as_ref()),
-        ]
+    /// The settings besides TLS, in the order of [`PORT_SETTINGS`].
+    pub fn settings(&self) -> [Option<&Value>; 3] {
+        settings_of(
+            &self.connection_pool,
+            &self.load_balancer,
+            &self.outlier_detection,
+        )
     }
+}
+
+/// The settings a `portLevelSettings` entry may carry besides `port` and `tls`
+/// (the CRD's `PortTrafficPolicy`), as `settings()` returns them.
+pub const PORT_SETTINGS: [&str; 3] = ["connectionPool", "loadBalancer", "outlierDetection"];
+
+fn settings_of<'a>(
+    connection_pool: &'a Option<Value>,
+    load_balancer: &'a Option<Value>,
+    outlier_detection: &'a Option<Value>,
+) -> [Option<&'a Value>; 3] {
+    [
+        connection_pool.as_ref(),
+        load_balancer.as_ref(),
+        outlier_detection.as_ref(),
+    ]
 }
 
 /// `trafficPolicy.tls`; `mode` omitted (`tls: {}`) means DISABLE, Istio's default.
@@ -116,13 +132,13 @@ impl TryFrom<Value> for ClientTls {
 }
 
 impl TrafficPolicy {
-    /// The settings besides TLS, in the order of the CRD's `PortTrafficPolicy`.
-    pub fn settings(&self) -> [(&'static str, Option<&Value>); 3] {
-        [
-            ("connectionPool", self.connection_pool.as_ref()),
-            ("loadBalancer", self.load_balancer.as_ref()),
-            ("outlierDetection", self.outlier_detection.as_ref()),
-        ]
+    /// The settings besides TLS, in the order of [`PORT_SETTINGS`].
+    pub fn settings(&self) -> [Option<&Value>; 3] {
+        settings_of(
+            &self.connection_pool,
+            &self.load_balancer,
+            &self.outlier_detection,
+        )
     }
 
     /// Index of the first `portLevelSettings` entry for `port`, the one Istio uses.

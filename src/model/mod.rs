@@ -12,7 +12,7 @@ mod policy;
 
 pub use destination_rule::{
     ClientTls, DestinationRule, DestinationRuleSpec, PortSelector as DrPortSelector,
-    PortTrafficPolicy, Subset, TrafficPolicy,
+    PortTrafficPolicy, Subset, TrafficPolicy, PORT_SETTINGS,
 };
 pub use object::{MeshObject, ModelError, ObjectKind};
 pub use peer_authentication::{PeerAuthentication, PeerAuthenticationSpec, PeerMtls, PeerMtlsMode};
