@@ -164,10 +164,12 @@ pub struct Counts {
 ///
 /// Findings that share a fix (same source field, same outcome, same reason) make one
 /// diagnostic listing every scope, so a top-level `tls` that all subsets inherit gives one
-/// line, not one per subset.
+/// line, not one per subset. `changes` are the patch planner's for this verdict
+/// (empty when it has nothing to fill or patch).
 pub fn diagnose(
     verdict: &Verdict,
     spec: &DestinationRuleSpec,
+    changes: &[patch::Change],
     settings: &Settings,
     mode: Mode,
 ) -> Vec<Diagnostic> {
@@ -196,11 +198,6 @@ pub fn diagnose(
     let service = match &verdict.target {
         HostTarget::Service { name, .. } => name.as_str(),
         _ => "the service",
-    };
-    let changes = if verdict.has_change() {
-        patch::plan(verdict, spec).changes
-    } else {
-        Vec::new()
     };
 
     // Group the findings that are not ok by (source field, outcome, reason).
@@ -251,8 +248,7 @@ pub fn diagnose(
                     ("MG103", DiagnosticKind::Patch, "would patch")
                 };
                 message = format!("{verb}: {message}");
-                let planned =
-                    planned_changes(&changes, first.client_source, &first.reason(service));
+                let planned = planned_changes(changes, first.client_source, &first.reason(service));
                 let fix = if planned.is_empty() {
                     format!("set {location}.mode to {m}")
                 } else {
@@ -364,9 +360,10 @@ pub fn check(loaded: &Loaded, settings: &Settings) -> Report {
         let mode = snapshot
             .namespace_mode(&verdict.rule.namespace)
             .unwrap_or(settings.mode);
-        let diagnostics = diagnose(&verdict, &rule.spec, settings, mode);
-        let patch = if mode == Mode::Enforce && verdict.has_change() {
-            patch::plan(&verdict, &rule.spec).patch
+        let plan = patch::plan(&verdict, &rule.spec);
+        let diagnostics = diagnose(&verdict, &rule.spec, &plan.changes, settings, mode);
+        let patch = if mode == Mode::Enforce {
+            plan.patch
         } else {
             json_patch::Patch(Vec::new())
         };
