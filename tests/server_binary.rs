@@ -273,24 +273,14 @@ async fn sigterm_drains_the_request_in_flight_and_exits_0() {
 
     // Then one whose body is still arriving when SIGTERM comes.
     let body = review_body("10");
-    let mut tls = raw_tls(webhook, &ca).await;
-    let head = format!(
-        "POST /validate?timeout=10s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    tls.write_all(head.as_bytes()).await.unwrap();
-    let (first, rest) = body.split_at(body.len() / 2);
-    tls.write_all(first).await.unwrap();
-    tls.flush().await.unwrap();
-    assert!(
-        wait_for_metric_at(
-            &format!("http://{admin}/metrics"),
-            "mtls_guard_requests_in_flight",
-            1.0
-        )
-        .await,
-        "the server is reading the request"
-    );
+    let (mut tls, rest) = half_sent_review(
+        webhook,
+        &ca,
+        "/validate?timeout=10s",
+        &body,
+        &format!("http://{admin}/metrics"),
+    )
+    .await;
 
     server.signal(libc::SIGTERM);
     server.log_line(|v| {
@@ -300,7 +290,7 @@ async fn sigterm_drains_the_request_in_flight_and_exits_0() {
     });
     assert!(wait_for_status(&format!("http://{admin}/readyz"), 503, 200).await);
 
-    tls.write_all(rest).await.unwrap();
+    tls.write_all(&rest).await.unwrap();
     tls.flush().await.unwrap();
     let mut answer = Vec::new();
     tls.read_to_end(&mut answer).await.unwrap();

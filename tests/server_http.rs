@@ -514,31 +514,21 @@ async fn missing_policy_files_fail_the_start() {
 async fn shutdown_drains_a_request_in_flight() {
     let server = TestServer::bookinfo().await;
     let body = review_body("10");
-    let mut tls = raw_tls(server.handle.webhook_addr(), &server.ca.pem()).await;
-    let head = format!(
-        "POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    tls.write_all(head.as_bytes()).await.unwrap();
-    let (first, rest) = body.split_at(body.len() / 2);
-    tls.write_all(first).await.unwrap();
-    tls.flush().await.unwrap();
-    assert!(
-        wait_for_metric_at(
-            &server.admin_url("/metrics"),
-            "mtls_guard_requests_in_flight",
-            1.0
-        )
-        .await,
-        "the server is reading the request"
-    );
+    let (mut tls, rest) = half_sent_review(
+        server.handle.webhook_addr(),
+        &server.ca.pem(),
+        "/validate",
+        &body,
+        &server.admin_url("/metrics"),
+    )
+    .await;
 
     server.handle.shutdown();
     assert!(
         wait_for_status(&server.admin_url("/readyz"), 503, 200).await,
         "not ready once the shutdown starts"
     );
-    tls.write_all(rest).await.unwrap();
+    tls.write_all(&rest).await.unwrap();
     tls.flush().await.unwrap();
     let mut answer = Vec::new();
     tls.read_to_end(&mut answer).await.unwrap();
@@ -652,24 +642,14 @@ async fn reviews_in_flight_are_capped() {
     })
     .await;
     let body = review_body("10");
-    let mut slow = raw_tls(server.handle.webhook_addr(), &server.ca.pem()).await;
-    let head = format!(
-        "POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    slow.write_all(head.as_bytes()).await.unwrap();
-    let (first, rest) = body.split_at(body.len() / 2);
-    slow.write_all(first).await.unwrap();
-    slow.flush().await.unwrap();
-    assert!(
-        wait_for_metric_at(
-            &server.admin_url("/metrics"),
-            "mtls_guard_requests_in_flight",
-            1.0
-        )
-        .await,
-        "the first request holds the slot"
-    );
+    let (mut slow, rest) = half_sent_review(
+        server.handle.webhook_addr(),
+        &server.ca.pem(),
+        "/validate",
+        &body,
+        &server.admin_url("/metrics"),
+    )
+    .await;
     let (status, answer) = post(
         &server.client(),
         &server.url("/validate?timeout=1s"),
@@ -682,7 +662,7 @@ async fn reviews_in_flight_are_capped() {
         "{answer}"
     );
 
-    slow.write_all(rest).await.unwrap();
+    slow.write_all(&rest).await.unwrap();
     slow.flush().await.unwrap();
     let mut buf = vec![0u8; 8192];
     let n = slow.read(&mut buf).await.unwrap();

@@ -331,3 +331,33 @@ pub async fn wait_for_metric_at(url: &str, sample: &str, value: f64) -> bool {
     }
     false
 }
+
+/// Sends `POST path` with only the first half of `body` over a new TLS connection
+/// and returns, once the server counts the request in flight (seen at
+/// `metrics_url`), the connection and the half still to send.
+pub async fn half_sent_review(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    path: &str,
+    body: &[u8],
+    metrics_url: &str,
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    Vec<u8>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let mut tls = raw_tls(addr, ca_pem).await;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let (first, rest) = body.split_at(body.len() / 2);
+    tls.write_all(first).await.unwrap();
+    tls.flush().await.unwrap();
+    assert!(
+        wait_for_metric_at(metrics_url, "mtls_guard_requests_in_flight", 1.0).await,
+        "the server is reading the half-sent request"
+    );
+    (tls, rest.to_vec())
+}
