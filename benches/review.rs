@@ -16,7 +16,7 @@ use std::path::PathBuf;
 /// A captured body as the API server sent it: compact JSON (the fixtures are
 /// pretty-printed copies, in the original key order).
 fn fixture(name: &str) -> Vec<u8> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/admission");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission");
     let pretty = std::fs::read(dir.join(name)).unwrap();
     let value: serde_json::Value = serde_json::from_slice(&pretty).unwrap();
     serde_json::to_vec(&value).unwrap()

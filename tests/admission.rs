@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/admission")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission")
 }
 
 fn fixture(name_prefix: &str) -> Value {

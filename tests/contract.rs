@@ -58,7 +58,7 @@ fn rule(yaml: &str) -> DestinationRule {
 
 /// `request.object` of the captured AdmissionReview whose file name starts with `prefix`.
 fn fixture(prefix: &str) -> Value {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/admission");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/admission");
     let entry = std::fs::read_dir(dir)
         .expect("fixtures directory")
         .map(|e| e.unwrap().path())

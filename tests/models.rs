@@ -15,7 +15,7 @@ use std::path::PathBuf;
 fn fixture_dir() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/admission"
+        "/tests/fixtures/admission"
     ))
 }
 
