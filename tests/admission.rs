@@ -1,5 +1,5 @@
 //! The pure admission layer against the real kube-apiserver captures in
-//! `../shared/fixtures/admission/` (contract section 6), with the Bookinfo
+//! `tests/fixtures/admission/` (contract section 6), with the Bookinfo
 //! snapshot of section 7.
 
 use base64::Engine;

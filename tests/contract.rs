@@ -1,9 +1,9 @@
-//! The contract suite: walks `../shared/spec/mtls-consistency.md` rule by rule.
+//! The contract suite: walks the behaviour contract rule by rule.
 //!
 //! Each test is named after the section and rule it checks (`s2_*` is section 2,
 //! ...); `open_*` tests pin the choices docs/architecture.md makes where the
 //! contract leaves something open. Inputs are YAML literals (and, where the
-//! contract points at them, the captured AdmissionReviews in ../shared/fixtures).
+//! contract points at them, the captured AdmissionReviews in tests/fixtures).
 
 use mtls_guard::decision::{
     judge, resolve_host, server_mode, ClientMode, ClientSource, Exemption, Finding, HostTarget,

@@ -10,28 +10,26 @@ use mtls_guard::snapshot::Snapshot;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
-fn shared() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-/// The `openAPIV3Schema` of each served DestinationRule version.
+/// The `openAPIV3Schema` of each served DestinationRule version (derived from the
+/// Istio CRD, see tests/fixtures/crds/README.md).
 fn schemas() -> Vec<(String, jsonschema::Validator)> {
-    let text = std::fs::read_to_string(shared().join("crds/istio-crds.yaml")).unwrap();
-    let mut out = Vec::new();
-    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-        let crd: Value = serde::Deserialize::deserialize(doc).unwrap();
-        if crd["metadata"]["name"] != "destinationrules.networking.istio.io" {
-            continue;
-        }
-        for v in crd["spec"]["versions"].as_array().unwrap() {
-            let schema = &v["schema"]["openAPIV3Schema"];
+    let path = fixtures().join("crds/destinationrules.networking.istio.io.json");
+    let versions: serde_json::Map<String, Value> =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let out: Vec<_> = versions
+        .into_iter()
+        .map(|(version, schema)| {
             let validator = jsonschema::options()
                 .with_draft(jsonschema::Draft::Draft4)
-                .build(schema)
+                .build(&schema)
                 .unwrap();
-            out.push((v["name"].as_str().unwrap().to_string(), validator));
-        }
-    }
+            (version, validator)
+        })
+        .collect();
     assert_eq!(out.len(), 3, "v1alpha3, v1beta1 and v1");
     out
 }
@@ -140,7 +138,7 @@ fn every_patch_leaves_a_schema_valid_rule_with_nothing_left_to_change() {
     ];
     let mut patched_count = 0;
     let mut judged = 0;
-    for entry in std::fs::read_dir(shared().join("admission")).unwrap() {
+    for entry in std::fs::read_dir(fixtures().join("admission")).unwrap() {
         let path = entry.unwrap().path();
         let body: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         if body["request"]["kind"]["kind"] != "DestinationRule"

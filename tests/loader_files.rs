@@ -1,5 +1,5 @@
 //! The loader over real files: the Bookinfo example, the captured API server lists
-//! (`../shared/fixtures/apiserver`), and hand-written YAML quirks.
+//! (`tests/fixtures/apiserver`), and hand-written YAML quirks.
 
 use mtls_guard::loader::{self, LoadError, Loaded, Origin};
 use mtls_guard::model::{MeshObject, ObjectKind, PolicyMode};
@@ -10,7 +10,7 @@ fn root() -> PathBuf {
 }
 
 fn fixtures() -> PathBuf {
-    root().join("../shared/fixtures")
+    root().join("tests/fixtures")
 }
 
 fn kinds(l: &Loaded) -> Vec<ObjectKind> {
@@ -132,25 +132,30 @@ fn api_server_lists_without_item_types() {
 }
 
 #[test]
-fn admission_reviews_and_crds_are_skipped_with_notes() {
+fn admission_reviews_and_other_kinds_are_skipped_with_notes() {
+    let not_mesh = fixtures().join("hand-written/not-mesh.yaml");
     let l = loader::load_paths(&[
-        fixtures().join("crds"),
+        not_mesh.clone(),
         fixtures().join("admission/01-create-policy-default-v1-mutating.json"),
     ])
     .expect("loads");
     assert!(l.objects.is_empty());
-    assert_eq!(l.notes.len(), 6, "{:#?}", l.notes);
-    assert!(l.notes[0].contains("CustomResourceDefinition"));
-    assert!(l.notes[5].contains("admission.k8s.io/v1 AdmissionReview"));
-    // Notes start with the origin: file and line of the document.
-    assert!(
-        l.notes[3].starts_with(&format!(
-            "{}:6886: ",
-            fixtures().join("crds/istio-crds.yaml").display()
-        )),
-        "{}",
-        l.notes[3]
-    );
+    // Notes start with the origin: file and line of the document. The empty
+    // document (line 27) is skipped without one.
+    let at = |line: usize| format!("{}:{line}: skipped", not_mesh.display());
+    assert_eq!(l.notes.len(), 5, "{:#?}", l.notes);
+    for (note, line, says) in [
+        (&l.notes[0], 2, "CustomResourceDefinition"),
+        (&l.notes[1], 17, "apps/v1 Deployment"),
+        (&l.notes[2], 29, "not a mapping"),
+        (&l.notes[3], 32, "no apiVersion and kind"),
+        (&l.notes[4], 1, "admission.k8s.io/v1 AdmissionReview"),
+    ] {
+        if line > 1 {
+            assert!(note.starts_with(&at(line)), "{note}");
+        }
+        assert!(note.contains(says), "{note}");
+    }
 }
 
 #[test]

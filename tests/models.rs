@@ -1,4 +1,4 @@
-//! Every object in every captured AdmissionReview (../shared/fixtures/admission) reads
+//! Every object in every captured AdmissionReview (tests/fixtures/admission) reads
 //! into the right typed model (contract section 1, "Inputs").
 
 use mtls_guard::decision::ClientMode;
