@@ -33,7 +33,8 @@ fn derive(input: &Path, out: &Path) -> Result<()> {
     let text =
         std::fs::read_to_string(input).with_context(|| format!("reading {}", input.display()))?;
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-        let crd = Value::deserialize(doc).with_context(|| format!("parsing {}", input.display()))?;
+        let crd =
+            Value::deserialize(doc).with_context(|| format!("parsing {}", input.display()))?;
         if crd["kind"] != "CustomResourceDefinition" {
             continue;
         }
@@ -75,7 +76,12 @@ fn strip_descriptions(schema: &mut Value) {
                     children.values_mut().for_each(strip_descriptions);
                 }
             }
-            "items" | "additionalProperties" | "additionalItems" | "not" | "allOf" | "anyOf"
+            "items"
+            | "additionalProperties"
+            | "additionalItems"
+            | "not"
+            | "allOf"
+            | "anyOf"
             | "oneOf" => match value {
                 Value::Array(children) => children.iter_mut().for_each(strip_descriptions),
                 other => strip_descriptions(other),

@@ -211,8 +211,7 @@ mod tests {
     /// Every real capture takes the fast path (a fallback would read the body twice).
     #[test]
     fn real_captures_take_the_fast_path() {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission");
         let mut n = 0;
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
