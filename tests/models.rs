@@ -19,12 +19,17 @@ fn fixture_dir() -> PathBuf {
     ))
 }
 
-/// (file name, review) for every fixture, in arrival order.
+/// (file name, review) for every Istio fixture (01-38), in arrival order. 39-71 are
+/// the Gateway API captures, kinds these models do not cover.
 fn reviews() -> Vec<(String, Value)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(fixture_dir())
         .expect("fixtures directory")
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name[..2].parse::<u32>().is_ok_and(|n| n <= 38)
+        })
         .collect();
     files.sort();
     files

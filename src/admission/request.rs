@@ -223,12 +223,16 @@ mod tests {
             match (&request.object, kind) {
                 (ObjectIn::Rule(_), "DestinationRule")
                 | (ObjectIn::Policy(_), "Policy" | "MeshPolicy") => {}
-                (ObjectIn::Other, "PeerAuthentication") => {}
+                (
+                    ObjectIn::Other,
+                    "PeerAuthentication" | "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute"
+                    | "TLSRoute" | "TCPRoute" | "ReferenceGrant",
+                ) => {}
                 (ObjectIn::Absent, _) => assert_eq!(request.operation, Operation::Delete),
                 _ => panic!("{}: object not typed by its kind {kind}", path.display()),
             }
             n += 1;
         }
-        assert_eq!(n, 38);
+        assert_eq!(n, 71);
     }
 }
