@@ -29,29 +29,20 @@ pub const KEY_FILE: &str = "tls.key";
 pub const DEFAULT_SERVICE: &str = "mtls-guard";
 pub const DEFAULT_NAMESPACE: &str = "mtls-guard";
 
-/// `mtls-guard certs`: write a CA and a serving certificate for the webhook's Service.
-#[derive(Debug, Clone, clap::Args)]
-pub struct CertsArgs {
-    /// Folder to write ca.crt, tls.crt and tls.key into (created if missing; keys get mode 0600).
-    #[arg(long, value_name = "DIR", default_value = "certs/generated")]
+/// What `mtls-guard certs` was asked to write (built by the CLI layer from its flags).
+#[derive(Debug, Clone)]
+pub struct CertsOptions {
+    /// Folder for ca.crt, tls.crt and tls.key.
     pub out: PathBuf,
-    /// The webhook's Service name.
-    #[arg(long, default_value = DEFAULT_SERVICE)]
+    /// The webhook's Service name and namespace.
     pub service: String,
-    /// The webhook's namespace.
-    #[arg(long, default_value = DEFAULT_NAMESPACE)]
     pub namespace: String,
-    /// The cluster's DNS domain (for NAME.NS.svc.DOMAIN).
-    #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
-    /// Extra subject alternative names (DNS names or IP addresses), repeatable.
-    #[arg(long = "san", value_name = "NAME")]
+    /// Extra subject alternative names (DNS names or IP addresses).
     pub extra_names: Vec<String>,
-    /// Validity of the serving certificate, in days (the CA gets ten times as long).
-    #[arg(long, default_value_t = 365)]
+    /// Validity of the serving certificate (the CA gets ten times as long).
     pub days: u32,
-    /// Overwrite existing files in --out.
-    #[arg(long)]
+    /// Overwrite existing files.
     pub force: bool,
 }
 
@@ -253,7 +244,7 @@ pub fn ca_bundle(ca_cert_pem: &str) -> String {
 }
 
 /// The `certs` command.
-pub fn run(args: CertsArgs) -> ExitCode {
+pub fn run(args: CertsOptions) -> ExitCode {
     match run_inner(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -263,7 +254,7 @@ pub fn run(args: CertsArgs) -> ExitCode {
     }
 }
 
-fn run_inner(args: &CertsArgs) -> anyhow::Result<()> {
+fn run_inner(args: &CertsOptions) -> anyhow::Result<()> {
     if !args.force {
         for name in [CA_CERT_FILE, CERT_FILE, KEY_FILE] {
             let path = args.out.join(name);

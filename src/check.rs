@@ -14,10 +14,11 @@
 use crate::decision::{
     judge, ClientSource, Finding, HostTarget, Outcome, PortScope, Required, Verdict,
 };
+use crate::enforcement::{self, Mode};
 use crate::loader::{self, Loaded, Origin};
 use crate::model::{DestinationRuleSpec, ObjectRef};
 use crate::patch;
-use crate::settings::{Mode, Settings, SettingsArgs};
+use crate::settings::Settings;
 use crate::snapshot::Snapshot;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -33,7 +34,7 @@ pub const EXIT_CONFLICT: u8 = 1;
 /// Exit code for unusable input: an unreadable file, a YAML/JSON syntax error, a broken object.
 pub const EXIT_INPUT: u8 = 2;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OutputFormat {
     /// One line per finding, then a summary line.
     #[default]
@@ -42,23 +43,17 @@ pub enum OutputFormat {
     Json,
 }
 
-#[derive(Debug, clap::Args)]
-pub struct CheckArgs {
-    /// YAML/JSON files or folders (read recursively: *.yaml, *.yml, *.json). Policies,
-    /// Services, Ingresses and Namespaces are read from the same files as the rules.
-    #[arg(required = true, value_name = "PATH")]
+/// What `check` was asked to do (built by the CLI layer from its flags).
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// Files and folders to read.
     pub paths: Vec<PathBuf>,
-    /// The namespace of namespaced objects that have none, as `kubectl apply -n`.
-    #[arg(short = 'n', long, default_value = loader::DEFAULT_NAMESPACE)]
+    /// The namespace of namespaced objects that have none.
     pub namespace: String,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
-    /// Also print a line for every rule without findings, and for rules not checked (mode off).
-    #[arg(short = 'v', long)]
+    /// Also a line for every rule without findings, and for rules not checked.
     pub verbose: bool,
-    #[command(flatten)]
-    pub settings: SettingsArgs,
+    pub settings: Settings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -173,7 +168,7 @@ pub fn diagnose(
     settings: &Settings,
     mode: Mode,
 ) -> Vec<Diagnostic> {
-    if mode == Mode::Off {
+    if !mode.judges() {
         return Vec::new();
     }
     let domain = settings.cluster_domain.as_str();
@@ -234,7 +229,7 @@ pub fn diagnose(
                 let fix = required
                     .as_ref()
                     .map(|m| format!("set {location}.mode to {m}"));
-                let severity = if mode == Mode::Enforce {
+                let severity = if mode.enforces() {
                     Severity::Error
                 } else {
                     Severity::Warning
@@ -257,7 +252,7 @@ pub fn diagnose(
                 (Severity::Warning, code, kind, Some(fix))
             }
         };
-        if mode == Mode::Warn {
+        if !mode.enforces() {
             message.push_str(match kind {
                 DiagnosticKind::Conflict => " [mode warn: allowed, not denied]",
                 _ => " [mode warn: not applied]",
@@ -357,12 +352,10 @@ pub fn check(loaded: &Loaded, settings: &Settings) -> Report {
             .as_deref()
             .unwrap_or(loader::DEFAULT_NAMESPACE);
         let verdict = judge(&snapshot, settings, rule, namespace);
-        let mode = snapshot
-            .namespace_mode(&verdict.rule.namespace)
-            .unwrap_or(settings.mode);
+        let mode = enforcement::mode_for(&snapshot, settings, &verdict.rule.namespace);
         let plan = patch::plan(&verdict, &rule.spec);
         let diagnostics = diagnose(&verdict, &rule.spec, &plan.changes, settings, mode);
-        let patch = if mode == Mode::Enforce {
+        let patch = if mode.enforces() {
             plan.patch
         } else {
             json_patch::Patch(Vec::new())
@@ -396,7 +389,7 @@ impl Report {
                 match d.kind {
                     DiagnosticKind::Conflict => {
                         c.conflicts += 1;
-                        if r.mode == Mode::Enforce {
+                        if r.mode.enforces() {
                             c.enforced_conflicts += 1;
                         }
                     }
@@ -507,8 +500,8 @@ impl Report {
 }
 
 /// `mtls-guard check PATH...`: exit 0 (no enforced conflict), 1 (a conflict), 2 (unusable input).
-pub fn run(args: CheckArgs) -> ExitCode {
-    let settings = Settings::from(args.settings);
+pub fn run(args: CheckOptions) -> ExitCode {
+    let settings = args.settings;
     let loaded = match loader::load_paths_in(&args.paths, &args.namespace) {
         Ok(l) => l,
         Err(e) => {

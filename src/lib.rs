@@ -1,13 +1,16 @@
 //! mtls-guard: keeps Istio DestinationRule TLS consistent with the mesh's mTLS
 //! policies, at admission time.
 //!
-//! The pure core ([`snapshot`], [`decision`], [`patch`], [`admission`]) does no I/O;
-//! the edges ([`loader`], [`check`], [`server`], [`certs`]) stay thin around it.
+//! The pure core ([`snapshot`], [`decision`], [`enforcement`], [`patch`], [`admission`])
+//! does no I/O; the edges ([`loader`], [`check`], [`server`], [`certs`]) stay thin
+//! around it, and [`cli`] turns the command line into their plain options.
 
 pub mod admission;
 pub mod certs;
 pub mod check;
+pub mod cli;
 pub mod decision;
+pub mod enforcement;
 pub mod loader;
 pub mod model;
 pub mod patch;

@@ -510,14 +510,6 @@ fn yaml_key(key: serde_yaml_ng::Value) -> Result<String, String> {
     }
 }
 
-/// Kinds that have no namespace.
-fn cluster_scoped(kind: ObjectKind) -> bool {
-    matches!(
-        kind,
-        ObjectKind::MeshPolicy | ObjectKind::Namespace | ObjectKind::IngressClass
-    )
-}
-
 fn add_document(
     loaded: &mut Loaded,
     origin: Origin,
@@ -584,7 +576,7 @@ fn add_document(
             return Ok(());
         };
         let mut map = map;
-        if !cluster_scoped(object_kind) {
+        if object_kind.info().namespaced {
             set_default_namespace(&mut map, default_namespace);
         }
         return match MeshObject::from_value(Value::Object(map)) {

@@ -4,11 +4,11 @@
 //! It is built in one pass from typed objects and never changes afterwards; a
 //! source that sees the cluster change builds a new one and swaps it in.
 
+use crate::enforcement::{self, Mode, MODE_LABEL};
 use crate::model::{
     created, AuthPolicy, MeshObject, ObjectKind, ObjectRef, PeerAuthentication, PeerMtlsMode,
     PolicyMode,
 };
-use crate::settings::Mode;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -16,8 +16,6 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-/// Label on a Namespace that overrides the global mode.
-pub const MODE_LABEL: &str = "mtls-guard.io/mode";
 /// Annotation on a Service that marks it as reached through a non-mesh ingress.
 pub const INGRESS_EXPOSED_ANNOTATION: &str = "mtls-guard.io/ingress-exposed";
 const ISTIO_INGRESS_CONTROLLER: &str = "istio.io/ingress-controller";
@@ -161,16 +159,15 @@ impl Snapshot {
                 MeshObject::IngressClass(c) => classes.push(*c),
                 MeshObject::Namespace(ns) => {
                     let name = ns.metadata.name.clone().unwrap_or_default();
-                    let mode = ns.metadata.labels.as_ref().and_then(|l| l.get(MODE_LABEL));
-                    let parsed = mode.and_then(|m| m.parse::<Mode>().ok());
-                    if let (Some(raw), None) = (mode, parsed) {
+                    let mode = enforcement::label_mode(ns.metadata.labels.as_ref());
+                    if let Err(raw) = &mode {
                         snap.notes.push(format!(
                             "Namespace {name}: label {MODE_LABEL}={raw:?} is not enforce, warn or off; the default mode applies"
                         ));
                     }
                     let entry = snap.namespaces.entry(name).or_default();
                     entry.has_object = true;
-                    entry.mode = parsed;
+                    entry.mode = mode.unwrap_or(None);
                 }
             }
         }
@@ -401,7 +398,7 @@ impl Snapshot {
         &self.mesh_policies
     }
 
-    /// The mode label of a namespace, if it has a valid one.
+    /// The mode label of a namespace, if it has a valid one (see [`enforcement::mode_for`]).
     pub fn namespace_mode(&self, namespace: &str) -> Option<Mode> {
         self.namespaces.get(namespace)?.mode
     }

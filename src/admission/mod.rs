@@ -4,9 +4,10 @@
 mod request;
 
 use crate::decision::{judge, Verdict};
-use crate::model::{AuthPolicy, DestinationRule};
+use crate::enforcement::{self, Mode};
+use crate::model::{AuthPolicy, DestinationRule, ObjectKind};
 use crate::patch;
-use crate::settings::{Mode, Settings};
+use crate::settings::Settings;
 use crate::snapshot::Snapshot;
 use base64::Engine;
 use kube::core::admission::Operation;
@@ -122,8 +123,8 @@ impl Answer {
     /// it in mode `enforce`; otherwise it passes with a warning (the API server's
     /// schema check, which runs after the mutating webhooks, has the last word).
     fn unjudged(endpoint: Endpoint, mode: Mode, message: String) -> Answer {
-        match (endpoint, mode) {
-            (Endpoint::Validate, Mode::Enforce) => Answer::unreadable(message),
+        match endpoint {
+            Endpoint::Validate if mode.enforces() => Answer::unreadable(message),
             _ => Answer {
                 warnings: vec![format!("mtls-guard: not judged: {message}")],
                 unreadable: true,
@@ -222,16 +223,16 @@ fn answer(
     let group = request.kind.group.as_str();
     let kind = request.kind.kind.as_str();
     let namespace = request.namespace.as_deref().unwrap_or("default");
-    let mode = snapshot.namespace_mode(namespace).unwrap_or(settings.mode);
-    if mode == Mode::Off {
+    let mode = enforcement::mode_for(snapshot, settings, namespace);
+    if !mode.judges() {
         return Answer::allow();
     }
     // A raw object is one the fast path did not type: type it here, or say why not.
     let typed;
     let object = match &request.object {
         ObjectIn::Raw(raw) => {
-            typed = match (group, kind) {
-                ("networking.istio.io", "DestinationRule") => {
+            typed = match ObjectKind::of_group_kind(group, kind) {
+                Some(ObjectKind::DestinationRule) => {
                     match serde_json::from_str::<DestinationRule>(raw.get()) {
                         Ok(r) => ObjectIn::Rule(Box::new(r)),
                         Err(e) => {
@@ -241,7 +242,7 @@ fn answer(
                         }
                     }
                 }
-                ("authentication.istio.io", "Policy" | "MeshPolicy") => {
+                Some(ObjectKind::Policy | ObjectKind::MeshPolicy) => {
                     match serde_json::from_str::<AuthPolicy>(raw.get()) {
                         Ok(p) => ObjectIn::Policy(Box::new(p)),
                         Err(_) => ObjectIn::Other,
@@ -259,7 +260,7 @@ fn answer(
     match object {
         ObjectIn::Rule(rule) => {
             let verdict = judge(snapshot, settings, rule, namespace);
-            destination_rule(settings, endpoint, mode == Mode::Warn, &verdict, rule)
+            destination_rule(settings, endpoint, mode, &verdict, rule)
         }
         // Allowed untouched; only the YAML-null trap is worth a word.
         ObjectIn::Policy(p) if p.spec.has_peer_without_mtls() => {
@@ -271,11 +272,11 @@ fn answer(
     }
 }
 
-/// The answer for a judged DestinationRule in mode `enforce`, or `warn` when `warn_only`.
+/// The answer for a judged DestinationRule in a mode that judges (`enforce` or `warn`).
 fn destination_rule(
     settings: &Settings,
     endpoint: Endpoint,
-    warn_only: bool,
+    mode: Mode,
     verdict: &Verdict,
     rule: &DestinationRule,
 ) -> Answer {
@@ -285,8 +286,8 @@ fn destination_rule(
         .iter()
         .map(|w| format!("mtls-guard: {}", w.message))
         .collect();
-    match (endpoint, warn_only) {
-        (Endpoint::Mutate, false) => {
+    match (endpoint, mode.enforces()) {
+        (Endpoint::Mutate, true) => {
             if !verdict.has_change() {
                 return Answer::with_warnings(warnings);
             }
@@ -298,7 +299,7 @@ fn destination_rule(
                 ..Answer::default()
             }
         }
-        (Endpoint::Mutate, true) => {
+        (Endpoint::Mutate, false) => {
             warnings.extend(verdict.changes().map(|f| {
                 format!(
                     "mtls-guard (warn mode, not applied): {}",
@@ -307,7 +308,7 @@ fn destination_rule(
             }));
             Answer::with_warnings(warnings)
         }
-        (Endpoint::Validate, false) => {
+        (Endpoint::Validate, true) => {
             let conflicts: Vec<String> = verdict
                 .conflicts()
                 .map(|f| verdict.message(f, domain))
@@ -324,7 +325,7 @@ fn destination_rule(
                 ..Answer::default()
             }
         }
-        (Endpoint::Validate, true) => {
+        (Endpoint::Validate, false) => {
             warnings.extend(verdict.conflicts().map(|f| {
                 format!(
                     "mtls-guard (warn mode, not denied): {}",

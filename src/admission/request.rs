@@ -10,7 +10,7 @@
 //! keys, an object of the wrong shape, `object` before `kind`) is read again
 //! by the plain path, which keeps the object raw and reports a precise error.
 
-use crate::model::{AuthPolicy, DestinationRule};
+use crate::model::{AuthPolicy, DestinationRule, ObjectKind};
 use kube::core::admission::Operation;
 use kube::core::GroupVersionKind;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
@@ -171,12 +171,14 @@ impl<'de: 'a, 'a> Visitor<'de> for FastRequestVisitor<'a> {
                 Field::Operation => operation = Some(map.next_value()?),
                 Field::DryRun => dry_run = map.next_value::<Option<bool>>()?.unwrap_or(false),
                 Field::Object => {
-                    let group_kind = kind.as_ref().map(|k| (k.group.as_str(), k.kind.as_str()));
-                    object = match group_kind {
-                        Some(("networking.istio.io", "DestinationRule")) => map
+                    let known = kind
+                        .as_ref()
+                        .map(|k| ObjectKind::of_group_kind(&k.group, &k.kind));
+                    object = match known {
+                        Some(Some(ObjectKind::DestinationRule)) => map
                             .next_value::<Option<DestinationRule>>()?
                             .map_or(ObjectIn::Absent, |r| ObjectIn::Rule(Box::new(r))),
-                        Some(("authentication.istio.io", "Policy" | "MeshPolicy")) => map
+                        Some(Some(ObjectKind::Policy | ObjectKind::MeshPolicy)) => map
                             .next_value::<Option<AuthPolicy>>()?
                             .map_or(ObjectIn::Absent, |p| ObjectIn::Policy(Box::new(p))),
                         Some(_) => map

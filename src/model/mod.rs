@@ -6,6 +6,7 @@
 //! dropping fields this model does not know.
 
 mod destination_rule;
+mod kind;
 mod object;
 mod peer_authentication;
 mod policy;
@@ -14,7 +15,8 @@ pub use destination_rule::{
     ClientTls, DestinationRule, DestinationRuleSpec, PortSelector as DrPortSelector,
     PortTrafficPolicy, Subset, TrafficPolicy, PORT_SETTINGS,
 };
-pub use object::{MeshObject, ModelError, ObjectKind};
+pub use kind::{KindInfo, ObjectKind, KINDS};
+pub use object::{MeshObject, ModelError};
 pub use peer_authentication::{PeerAuthentication, PeerAuthenticationSpec, PeerMtls, PeerMtlsMode};
 pub use policy::{
     peer_without_mtls_message, AuthPolicy, AuthPolicySpec, PeerMethod, PolicyMode, PolicyMtls,

@@ -1,62 +1,11 @@
 //! One enum over every kind of object the snapshot holds, read from JSON.
 
-use super::{AuthPolicy, DestinationRule, PeerAuthentication};
+use super::{AuthPolicy, DestinationRule, ObjectKind, PeerAuthentication};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde_json::Value;
-use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ObjectKind {
-    Policy,
-    MeshPolicy,
-    PeerAuthentication,
-    DestinationRule,
-    Service,
-    Ingress,
-    IngressClass,
-    Namespace,
-}
-
-impl fmt::Display for ObjectKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ObjectKind::Policy => "Policy",
-            ObjectKind::MeshPolicy => "MeshPolicy",
-            ObjectKind::PeerAuthentication => "PeerAuthentication",
-            ObjectKind::DestinationRule => "DestinationRule",
-            ObjectKind::Service => "Service",
-            ObjectKind::Ingress => "Ingress",
-            ObjectKind::IngressClass => "IngressClass",
-            ObjectKind::Namespace => "Namespace",
-        })
-    }
-}
-
-impl ObjectKind {
-    /// The kind for an `apiVersion`/`kind` pair, if it is one the contract reads.
-    pub fn of(api_version: &str, kind: &str) -> Option<ObjectKind> {
-        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-        let version = api_version.rsplit('/').next().unwrap_or("");
-        Some(match (group, version, kind) {
-            ("authentication.istio.io", "v1alpha1", "Policy") => ObjectKind::Policy,
-            ("authentication.istio.io", "v1alpha1", "MeshPolicy") => ObjectKind::MeshPolicy,
-            ("security.istio.io", "v1beta1" | "v1", "PeerAuthentication") => {
-                ObjectKind::PeerAuthentication
-            }
-            ("networking.istio.io", "v1alpha3" | "v1beta1" | "v1", "DestinationRule") => {
-                ObjectKind::DestinationRule
-            }
-            ("", "v1", "Service") => ObjectKind::Service,
-            ("", "v1", "Namespace") => ObjectKind::Namespace,
-            ("networking.k8s.io", "v1", "Ingress") => ObjectKind::Ingress,
-            ("networking.k8s.io", "v1", "IngressClass") => ObjectKind::IngressClass,
-            _ => return None,
-        })
-    }
-}
-
-/// A typed object of one of the kinds in the contract's table 1.
+/// A typed object of one of the kinds in the contract's table 1 (see [`super::KINDS`]).
 #[derive(Debug, Clone)]
 pub enum MeshObject {
     Policy(AuthPolicy),
@@ -99,38 +48,11 @@ impl MeshObject {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        let invalid = |source| ModelError::Invalid {
+        let obj = (kind.info().read)(value).map_err(|source| ModelError::Invalid {
             kind,
-            name: name.clone(),
+            name,
             source,
-        };
-        let obj = match kind {
-            ObjectKind::Policy => {
-                MeshObject::Policy(serde_json::from_value(value).map_err(invalid)?)
-            }
-            ObjectKind::MeshPolicy => {
-                MeshObject::MeshPolicy(serde_json::from_value(value).map_err(invalid)?)
-            }
-            ObjectKind::PeerAuthentication => {
-                MeshObject::PeerAuthentication(serde_json::from_value(value).map_err(invalid)?)
-            }
-            ObjectKind::DestinationRule => {
-                let typed = DestinationRule::deserialize_from(&value).map_err(invalid)?;
-                MeshObject::DestinationRule(Box::new(typed), value)
-            }
-            ObjectKind::Service => {
-                MeshObject::Service(serde_json::from_value(value).map_err(invalid)?)
-            }
-            ObjectKind::Ingress => {
-                MeshObject::Ingress(serde_json::from_value(value).map_err(invalid)?)
-            }
-            ObjectKind::IngressClass => {
-                MeshObject::IngressClass(serde_json::from_value(value).map_err(invalid)?)
-            }
-            ObjectKind::Namespace => {
-                MeshObject::Namespace(serde_json::from_value(value).map_err(invalid)?)
-            }
-        };
+        })?;
         Ok(Some(obj))
     }
 

@@ -3,7 +3,7 @@
 use tracing_subscriber::EnvFilter;
 
 /// `--log-format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
     #[default]
     Text,

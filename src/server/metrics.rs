@@ -1,5 +1,6 @@
 //! Prometheus metrics of the server, served as OpenMetrics text on the admin port.
 
+use crate::model::ObjectKind;
 use crate::snapshot::ObjectCounts;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -164,15 +165,12 @@ impl Metrics {
         kind: &str,
         elapsed: Duration,
     ) {
-        // The kind comes from the request: only the kinds the webhook is registered
-        // for get a series of their own, so a caller cannot grow the label set.
-        let kind = match kind {
-            "DestinationRule" => "DestinationRule",
-            "Policy" => "Policy",
-            "MeshPolicy" => "MeshPolicy",
-            "PeerAuthentication" => "PeerAuthentication",
-            "" => "unknown",
-            _ => "other",
+        // The kind comes from the request: only the kinds mtls-guard reads get a
+        // series of their own, so a caller cannot grow the label set.
+        let kind = match ObjectKind::named(kind) {
+            Some(k) => k.name(),
+            None if kind.is_empty() => "unknown",
+            None => "other",
         };
         self.reviews
             .get_or_create(&ReviewLabels {

@@ -27,7 +27,7 @@ pub use source::{SnapshotSource, SnapshotStore};
 pub use tls::{CertInfo, TlsFiles};
 
 use crate::certs;
-use crate::settings::{Settings, SettingsArgs};
+use crate::settings::Settings;
 use anyhow::Context;
 use metrics::Metrics;
 use std::net::SocketAddr;
@@ -44,7 +44,7 @@ use tokio::task::JoinHandle;
 pub const BODY_LIMIT: usize = 3 * 1024 * 1024;
 
 /// Parses `10s`, `500ms`, `2m` or a plain number of seconds.
-fn parse_duration_arg(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration_arg(text: &str) -> Result<Duration, String> {
     if let Ok(seconds) = text.trim().parse::<f64>() {
         return Duration::try_from_secs_f64(seconds).map_err(|e| e.to_string());
     }
@@ -52,93 +52,27 @@ fn parse_duration_arg(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("expected a duration such as 10s, 500ms or 2m, got {text:?}"))
 }
 
-/// `mtls-guard serve`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ServeArgs {
-    /// Address of the webhook's TLS port.
-    #[arg(
-        long,
-        default_value = "0.0.0.0:8443",
-        env = "MTLS_GUARD_LISTEN",
-        value_name = "ADDR"
-    )]
+/// What `serve` was asked to do (built by the CLI layer from its flags).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
     pub listen: SocketAddr,
-    /// Address of the plain-HTTP admin port (/healthz, /readyz, /metrics).
-    #[arg(
-        long,
-        default_value = "0.0.0.0:8080",
-        env = "MTLS_GUARD_ADMIN_LISTEN",
-        value_name = "ADDR"
-    )]
     pub admin_listen: SocketAddr,
-    /// Serving certificate chain (PEM). It is watched and reloaded when it changes.
-    /// Without it, a self-signed CA and serving certificate are made in --cert-dir.
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "tls_key",
-        env = "MTLS_GUARD_TLS_CERT"
-    )]
-    pub tls_cert: Option<PathBuf>,
-    /// Private key of the serving certificate (PEM).
-    #[arg(
-        long,
-        value_name = "FILE",
-        requires = "tls_cert",
-        env = "MTLS_GUARD_TLS_KEY"
-    )]
-    pub tls_key: Option<PathBuf>,
-    /// Where to write the generated certificate when --tls-cert is not given.
-    #[arg(long, value_name = "DIR", default_value = "certs/generated")]
+    /// The serving certificate and key; `None`: generate a pair in `cert_dir`.
+    pub tls: Option<TlsFiles>,
     pub cert_dir: PathBuf,
-    /// The webhook's Service name (for the generated certificate's names).
-    #[arg(long, default_value = certs::DEFAULT_SERVICE)]
+    /// The webhook's Service name and namespace, for the generated certificate's names.
     pub service_name: String,
-    /// The webhook's namespace (for the generated certificate's names).
-    #[arg(long, default_value = certs::DEFAULT_NAMESPACE)]
     pub service_namespace: String,
-    /// YAML/JSON files or folders holding the mesh objects to judge against (read at
-    /// start and again when they change; no cluster contact). Without it the snapshot is empty (a warning
-    /// is logged): no policy requires mutual TLS, so every rule is allowed unchanged.
-    #[arg(long, value_name = "PATH", num_args = 1..)]
+    /// Files and folders of mesh objects; empty: an empty snapshot.
     pub policies: Vec<PathBuf>,
-    #[command(flatten)]
-    pub settings: SettingsArgs,
-    /// Log format: text or json (one JSON object per line).
-    #[arg(long, default_value = "text", env = "MTLS_GUARD_LOG_FORMAT")]
+    pub settings: Settings,
     pub log_format: LogFormat,
-    /// Longest TLS handshake.
-    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
-    pub tls_handshake_timeout: Duration,
-    /// HTTP/1.1: longest wait for a request's headers (also closes idle keep-alive connections).
-    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
-    pub header_read_timeout: Duration,
-    /// A connection (HTTP/1.1 or HTTP/2) from which nothing arrives for this long is closed.
-    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
-    pub idle_timeout: Duration,
-    /// Longest time to receive a request body (the API server's `?timeout=`
-    /// lowers it); a review itself takes microseconds.
-    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub limits: ConnLimits,
     pub review_timeout: Duration,
-    /// On SIGTERM/Ctrl-C, how long to keep serving with /readyz failing before
-    /// draining (in a cluster, a few seconds, so endpoints drop the pod first).
-    #[arg(long, default_value = "0s", value_parser = parse_duration_arg)]
+    /// How long to keep serving with `/readyz` failing before the drain.
     pub shutdown_delay: Duration,
-    /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish.
-    #[arg(long, default_value = "20s", value_parser = parse_duration_arg)]
-    pub drain_timeout: Duration,
-    /// How often the --policies files are checked for changes (then reloaded).
-    #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
     pub policies_poll_interval: Duration,
-    /// How often the certificate files are re-read in case a change event was missed.
-    #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
     pub cert_poll_interval: Duration,
-    /// Connections served at once on the webhook port.
-    #[arg(long, default_value_t = 1024)]
-    pub max_connections: usize,
-    /// Reviews read and answered at once over all connections (bounds body memory).
-    #[arg(long, default_value_t = 256)]
-    pub max_in_flight: usize,
 }
 
 /// Everything [`start`] needs.
@@ -400,8 +334,8 @@ async fn termination() -> &'static str {
 }
 
 /// The `serve` command: returns when the server has drained after SIGTERM/Ctrl-C.
-pub fn run(args: ServeArgs) -> ExitCode {
-    init_logging(args.log_format);
+pub fn run(options: ServeOptions) -> ExitCode {
+    init_logging(options.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -412,7 +346,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(args)) {
+    match runtime.block_on(serve(options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "mtls-guard serve failed");
@@ -421,12 +355,12 @@ pub fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeOptions) -> anyhow::Result<()> {
     let shutdown_delay = args.shutdown_delay;
-    let settings = Settings::from(args.settings);
-    let (tls_files, generated) = match (args.tls_cert, args.tls_key) {
-        (Some(cert), Some(key)) => (TlsFiles { cert, key }, None),
-        _ => {
+    let settings = args.settings;
+    let (tls_files, generated) = match args.tls {
+        Some(files) => (files, None),
+        None => {
             let names = certs::local_and_service_names(
                 &args.service_name,
                 &args.service_namespace,
@@ -461,14 +395,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls: tls_files,
         source,
         settings,
-        limits: ConnLimits {
-            tls_handshake_timeout: args.tls_handshake_timeout,
-            header_read_timeout: args.header_read_timeout,
-            idle_timeout: args.idle_timeout,
-            max_connections: args.max_connections,
-            max_in_flight: args.max_in_flight,
-            drain_timeout: args.drain_timeout,
-        },
+        limits: args.limits,
         review_timeout: args.review_timeout,
         body_limit: BODY_LIMIT,
         cert_poll_interval: args.cert_poll_interval,

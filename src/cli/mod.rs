@@ -1,0 +1,129 @@
+//! The command line: clap's view of the flags, turned into the plain settings and
+//! options the rest of the crate takes. Nothing outside this module knows clap.
+
+mod certs;
+mod check;
+mod serve;
+
+pub use certs::CertsArgs;
+pub use check::CheckArgs;
+pub use serve::ServeArgs;
+
+use crate::settings::{parse_service_ref, IngressGateway, Mode, Settings};
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mtls-guard",
+    version,
+    about = "Keeps Istio DestinationRule TLS consistent with mTLS policies"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Judge the DestinationRules in YAML/JSON files against the policies beside them.
+    Check(CheckArgs),
+    /// Serve the mutating and validating admission webhook over TLS.
+    Serve(Box<ServeArgs>),
+    /// Write a CA and a serving certificate for the webhook's Service.
+    Certs(CertsArgs),
+}
+
+impl Cli {
+    /// Runs the parsed command.
+    pub fn run(self) -> ExitCode {
+        match self.command {
+            Command::Check(args) => crate::check::run(args.into()),
+            Command::Serve(args) => crate::server::run((*args).into()),
+            Command::Certs(args) => crate::certs::run(args.into()),
+        }
+    }
+}
+
+/// The settings flags shared by `check` and `serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SettingsArgs {
+    /// Istio's root namespace (mesh-wide PeerAuthentications, the ingress gateway).
+    #[arg(
+        long,
+        default_value = "istio-system",
+        env = "MTLS_GUARD_ROOT_NAMESPACE"
+    )]
+    pub root_namespace: String,
+    /// The cluster's DNS domain, for FQDN hosts.
+    #[arg(
+        long,
+        default_value = "cluster.local",
+        env = "MTLS_GUARD_CLUSTER_DOMAIN"
+    )]
+    pub cluster_domain: String,
+    /// Treat rules without TLS as fine, because Istio auto mTLS picks the mode.
+    #[arg(long, env = "MTLS_GUARD_AUTO_MTLS")]
+    pub auto_mtls: bool,
+    /// Whether the Istio ingress gateway is present: detect (from a Service labelled
+    /// istio=ingressgateway in the root namespace), present or absent.
+    #[arg(long, default_value = "detect", value_name = "present|absent|detect")]
+    pub ingress_gateway: IngressGateway,
+    /// A service reached through a non-mesh ingress, as NAMESPACE/NAME (repeatable).
+    #[arg(long = "ingress-service", value_name = "NS/NAME", value_parser = parse_service_ref)]
+    pub ingress_services: Vec<(String, String)>,
+    /// What to do with findings: enforce, warn or off (a namespace's
+    /// mtls-guard.io/mode label overrides it).
+    #[arg(long, default_value = "enforce", env = "MTLS_GUARD_MODE")]
+    pub mode: Mode,
+}
+
+impl From<SettingsArgs> for Settings {
+    fn from(a: SettingsArgs) -> Settings {
+        Settings {
+            root_namespace: a.root_namespace,
+            cluster_domain: a.cluster_domain,
+            auto_mtls: a.auto_mtls,
+            ingress_gateway: a.ingress_gateway,
+            ingress_services: a.ingress_services,
+            mode: a.mode,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_become_plain_settings() {
+        let cli = Cli::try_parse_from([
+            "mtls-guard",
+            "check",
+            "--mode",
+            "warn",
+            "--ingress-service",
+            "shop/web",
+            "--auto-mtls",
+            "files",
+        ])
+        .unwrap();
+        let Command::Check(args) = cli.command else {
+            panic!("not check")
+        };
+        let options = crate::check::CheckOptions::from(args);
+        assert_eq!(options.settings.mode, Mode::Warn);
+        assert!(options.settings.auto_mtls);
+        assert_eq!(
+            options.settings.ingress_services,
+            vec![("shop".to_string(), "web".to_string())]
+        );
+        assert_eq!(options.settings.root_namespace, "istio-system");
+    }
+}

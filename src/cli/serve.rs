@@ -1,0 +1,142 @@
+//! `mtls-guard serve`'s flags.
+
+use super::SettingsArgs;
+use crate::certs::{DEFAULT_NAMESPACE, DEFAULT_SERVICE};
+use crate::server::{parse_duration_arg, ConnLimits, LogFormat, ServeOptions, TlsFiles};
+use clap::builder::PossibleValue;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `mtls-guard serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address of the webhook's TLS port.
+    #[arg(
+        long,
+        default_value = "0.0.0.0:8443",
+        env = "MTLS_GUARD_LISTEN",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+    /// Address of the plain-HTTP admin port (/healthz, /readyz, /metrics).
+    #[arg(
+        long,
+        default_value = "0.0.0.0:8080",
+        env = "MTLS_GUARD_ADMIN_LISTEN",
+        value_name = "ADDR"
+    )]
+    pub admin_listen: SocketAddr,
+    /// Serving certificate chain (PEM). It is watched and reloaded when it changes.
+    /// Without it, a self-signed CA and serving certificate are made in --cert-dir.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        env = "MTLS_GUARD_TLS_CERT"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of the serving certificate (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_cert",
+        env = "MTLS_GUARD_TLS_KEY"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Where to write the generated certificate when --tls-cert is not given.
+    #[arg(long, value_name = "DIR", default_value = "certs/generated")]
+    pub cert_dir: PathBuf,
+    /// The webhook's Service name (for the generated certificate's names).
+    #[arg(long, default_value = DEFAULT_SERVICE)]
+    pub service_name: String,
+    /// The webhook's namespace (for the generated certificate's names).
+    #[arg(long, default_value = DEFAULT_NAMESPACE)]
+    pub service_namespace: String,
+    /// YAML/JSON files or folders holding the mesh objects to judge against (read at
+    /// start and again when they change; no cluster contact). Without it the snapshot is empty (a warning
+    /// is logged): no policy requires mutual TLS, so every rule is allowed unchanged.
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    pub policies: Vec<PathBuf>,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// Log format: text or json (one JSON object per line).
+    #[arg(long, default_value = "text", env = "MTLS_GUARD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Longest TLS handshake.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub tls_handshake_timeout: Duration,
+    /// HTTP/1.1: longest wait for a request's headers (also closes idle keep-alive connections).
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    pub header_read_timeout: Duration,
+    /// A connection (HTTP/1.1 or HTTP/2) from which nothing arrives for this long is closed.
+    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+    pub idle_timeout: Duration,
+    /// Longest time to receive a request body (the API server's `?timeout=`
+    /// lowers it); a review itself takes microseconds.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub review_timeout: Duration,
+    /// On SIGTERM/Ctrl-C, how long to keep serving with /readyz failing before
+    /// draining (in a cluster, a few seconds, so endpoints drop the pod first).
+    #[arg(long, default_value = "0s", value_parser = parse_duration_arg)]
+    pub shutdown_delay: Duration,
+    /// On SIGTERM/Ctrl-C, how long in-flight requests may take to finish.
+    #[arg(long, default_value = "20s", value_parser = parse_duration_arg)]
+    pub drain_timeout: Duration,
+    /// How often the --policies files are checked for changes (then reloaded).
+    #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+    pub policies_poll_interval: Duration,
+    /// How often the certificate files are re-read in case a change event was missed.
+    #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
+    pub cert_poll_interval: Duration,
+    /// Connections served at once on the webhook port.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Reviews read and answered at once over all connections (bounds body memory).
+    #[arg(long, default_value_t = 256)]
+    pub max_in_flight: usize,
+}
+
+impl From<ServeArgs> for ServeOptions {
+    fn from(a: ServeArgs) -> ServeOptions {
+        ServeOptions {
+            listen: a.listen,
+            admin_listen: a.admin_listen,
+            tls: match (a.tls_cert, a.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                _ => None,
+            },
+            cert_dir: a.cert_dir,
+            service_name: a.service_name,
+            service_namespace: a.service_namespace,
+            policies: a.policies,
+            settings: a.settings.into(),
+            log_format: a.log_format,
+            limits: ConnLimits {
+                tls_handshake_timeout: a.tls_handshake_timeout,
+                header_read_timeout: a.header_read_timeout,
+                idle_timeout: a.idle_timeout,
+                max_connections: a.max_connections,
+                max_in_flight: a.max_in_flight,
+                drain_timeout: a.drain_timeout,
+            },
+            review_timeout: a.review_timeout,
+            shutdown_delay: a.shutdown_delay,
+            policies_poll_interval: a.policies_poll_interval,
+            cert_poll_interval: a.cert_poll_interval,
+        }
+    }
+}
+
+impl clap::ValueEnum for LogFormat {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[LogFormat::Text, LogFormat::Json]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }))
+    }
+}
