@@ -4,6 +4,9 @@
 //! The pure core ([`snapshot`], [`decision`], [`enforcement`], [`patch`], [`admission`])
 //! does no I/O; the edges ([`loader`], [`check`], [`server`], [`certs`]) stay thin
 //! around it, and [`cli`] turns the command line into their plain options.
+//!
+//! "The contract" and "section N" in comments and tests mean the behaviour described
+//! in `docs/behaviour.md`, whose section numbers they follow.
 
 pub mod admission;
 pub mod certs;

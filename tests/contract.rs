@@ -1,4 +1,4 @@
-//! The contract suite: walks the behaviour contract rule by rule.
+//! The contract suite: walks the behaviour contract (docs/behaviour.md) rule by rule.
 //!
 //! Each test is named after the section and rule it checks (`s2_*` is section 2,
 //! ...); `open_*` tests pin the choices docs/architecture.md makes where the

@@ -383,6 +383,70 @@ async fn serve_generates_a_certificate_when_none_is_given() {
     assert_eq!(server.exit_code(), Some(0));
 }
 
+/// The README's curl example, as the set-up command serves it: the start-up hint names
+/// the same shipped review, and the answer is the one the README shows, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_curl_example_answers_as_shown() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let data_of = |line: &str| -> String {
+        let start = line.find("--data @").expect("--data @FILE") + "--data @".len();
+        line[start..].split_whitespace().next().unwrap().to_string()
+    };
+    let curl_at = readme.find("curl --cacert").expect("a curl example");
+    let example = &readme[curl_at..];
+    let data = data_of(example.lines().find(|l| l.contains("--data @")).unwrap());
+    let url = example
+        .split_whitespace()
+        .find(|w| w.starts_with("https://localhost:8443/"))
+        .expect("the webhook URL");
+    let path = url.trim_start_matches("https://localhost:8443");
+    let json_at = example.find("```json\n").expect("the answer shown") + "```json\n".len();
+    let shown = example[json_at..].lines().next().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let cert_dir = dir.path().join("generated");
+    let mut server = Running::spawn(&[
+        "serve",
+        "--policies",
+        "examples/bookinfo",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--cert-dir",
+        cert_dir.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
+    let (webhook, _admin) = server.addresses();
+    let hint = server.stdout_line(|l| l.contains("curl"));
+    assert_eq!(
+        data_of(&hint),
+        data,
+        "the hint and the README send the same review"
+    );
+    assert!(
+        hint.contains(&format!("https://localhost:{}{path}", webhook.port())),
+        "{hint}"
+    );
+
+    let ca = std::fs::read_to_string(cert_dir.join("ca.crt")).unwrap();
+    let client = client_trusting(&[&ca], Protocol::Http1);
+    let answer = client
+        .post(format!("https://localhost:{}{path}", webhook.port()))
+        .header("Content-Type", "application/json")
+        .body(std::fs::read(root.join(&data)).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.unwrap(), shown);
+
+    server.signal(libc::SIGINT);
+    assert_eq!(server.exit_code(), Some(0));
+}
+
 #[test]
 fn serve_fails_clearly_on_a_missing_certificate() {
     let dir = tempfile::tempdir().unwrap();

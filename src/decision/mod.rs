@@ -2,7 +2,8 @@
 //! what every (port, subset) scope of the rule must look like and whether it does.
 //!
 //! No I/O and no async: the webhook, the `check` command and the benchmarks all
-//! call [`judge`] the same way. Each submodule holds one section of the contract.
+//! call [`judge`] the same way. Each submodule holds one section of the contract
+//! (`docs/behaviour.md`).
 
 mod client;
 pub mod exemption;

@@ -408,8 +408,9 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
             paths.dir.display(),
             paths.ca_cert.display()
         );
+        // A review that ships with the repository, so the hint works as pasted from the clone.
         println!(
-            "try: curl --cacert {} -H 'Content-Type: application/json' --data @REVIEW.json https://localhost:{}/validate",
+            "try (from the repository): curl --cacert {} -H 'Content-Type: application/json' --data @examples/reviews/10-create-destinationrule-reviews-v1-validating.json https://localhost:{}/validate",
             paths.ca_cert.display(),
             handle.webhook_addr().port()
         );
