@@ -328,14 +328,10 @@ async fn shutdown_delay_keeps_serving_while_not_ready() {
     assert_eq!(server.exit_code(), Some(0));
 }
 
-/// Without --tls-cert, `serve` makes a CA and certificate in --cert-dir and prints a
-/// curl command; without --policies the snapshot is empty (with a warning), so a
-/// rule that Bookinfo would deny is allowed. Ctrl-C (SIGINT) stops it with exit 0.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_generates_a_certificate_when_none_is_given() {
-    let dir = tempfile::tempdir().unwrap();
-    let cert_dir = dir.path().join("generated");
-    let mut server = Running::spawn(&[
+/// `serve` on loopback without a certificate, so that it makes one in `cert_dir`,
+/// plus `extra` flags.
+fn serve_generating(cert_dir: &Path, extra: &[&str]) -> Running {
+    let mut args = vec![
         "serve",
         "--listen",
         "127.0.0.1:0",
@@ -345,7 +341,19 @@ async fn serve_generates_a_certificate_when_none_is_given() {
         cert_dir.to_str().unwrap(),
         "--log-format",
         "json",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    Running::spawn(&args)
+}
+
+/// Without --tls-cert, `serve` makes a CA and certificate in --cert-dir and prints a
+/// curl command; without --policies the snapshot is empty (with a warning), so a
+/// rule that Bookinfo would deny is allowed. Ctrl-C (SIGINT) stops it with exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_generates_a_certificate_when_none_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert_dir = dir.path().join("generated");
+    let mut server = serve_generating(&cert_dir, &[]);
     server.log_line(|v| {
         v["level"] == "WARN" && v["message"].as_str().is_some_and(|m| m.contains("EMPTY"))
     });
@@ -406,19 +414,7 @@ async fn readme_curl_example_answers_as_shown() {
 
     let dir = tempfile::tempdir().unwrap();
     let cert_dir = dir.path().join("generated");
-    let mut server = Running::spawn(&[
-        "serve",
-        "--policies",
-        "examples/bookinfo",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--cert-dir",
-        cert_dir.to_str().unwrap(),
-        "--log-format",
-        "json",
-    ]);
+    let mut server = serve_generating(&cert_dir, &["--policies", "examples/bookinfo"]);
     let (webhook, _admin) = server.addresses();
     let hint = server.stdout_line(|l| l.contains("curl"));
     assert_eq!(
