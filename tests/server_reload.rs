@@ -266,3 +266,155 @@ async fn files_rewritten_one_by_one_are_picked_up() {
     assert_eq!(status, 200);
     handle.stop().await;
 }
+
+/// A server whose periodic check never comes during a test: every reload it
+/// makes was triggered by a change notification.
+async fn watch_only_server() -> TestServer {
+    TestServer::start_with(SnapshotSource::Objects(bookinfo_objects()), |c| {
+        c.cert_poll_interval = Duration::from_secs(3600);
+    })
+    .await
+}
+
+fn cert_checks(server: &TestServer, trigger: &str) -> f64 {
+    let sample = format!("mtls_guard_certificate_checks_total{{trigger=\"{trigger}\"}}");
+    metric_value(&server.handle.metrics_text(), &sample).expect("the checks series exists")
+}
+
+async fn wait_for_serial_change(server: &TestServer, before: &str) -> bool {
+    for _ in 0..200 {
+        if server.handle.certificate().serial != before {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Issue 9, defect 1: a file written often beside the certificate (a log) made the
+/// server re-read the certificate after every burst of writes. Only the certificate
+/// and key count; a Secret update in the same folder is still seen at once.
+#[tokio::test]
+async fn writes_to_other_files_in_the_certificate_folder_cause_no_check() {
+    let server = watch_only_server().await;
+    let before = server.handle.certificate();
+    assert_eq!(cert_checks(&server, "change"), 0.0);
+
+    // A log beside the certificate, appended to for about a second, and a file
+    // made, rewritten, renamed and removed.
+    let log_path = server.secret.path().join("server.log");
+    let mut log = std::fs::File::create(&log_path).unwrap();
+    for i in 0..2_000 {
+        use std::io::Write;
+        writeln!(log, "line {i}").unwrap();
+        log.flush().unwrap();
+        if i % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let other = server.secret.path().join("other.txt");
+    std::fs::write(&other, "a").unwrap();
+    std::fs::write(&other, "b").unwrap();
+    std::fs::rename(&other, server.secret.path().join("other2.txt")).unwrap();
+    std::fs::remove_file(server.secret.path().join("other2.txt")).unwrap();
+    // Longer than the settle time after an event, with room for a busy machine.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        cert_checks(&server, "change"),
+        0.0,
+        "writes to other files read the certificate files"
+    );
+    assert_eq!(server.handle.certificate().serial, before.serial);
+
+    // The Secret's own update is still noticed, without the periodic check.
+    let new_ca = TestCa::new("rotated CA");
+    let pair = new_ca.serving_pair();
+    server
+        .secret
+        .update(pair.cert_pem.as_bytes(), pair.key_pem.as_bytes());
+    assert!(
+        wait_for_serial_change(&server, &before.serial).await,
+        "the ..data swap is seen"
+    );
+    assert!(cert_checks(&server, "change") >= 1.0);
+    assert_eq!(cert_checks(&server, "poll"), 0.0);
+    assert!(wait_until_fresh_connection_works(&server, &new_ca.pem()).await);
+
+    // And the next update too: the watch follows the new target.
+    let third_ca = TestCa::new("third CA");
+    let third = third_ca.serving_pair();
+    let second_serial = server.handle.certificate().serial;
+    server
+        .secret
+        .update(third.cert_pem.as_bytes(), third.key_pem.as_bytes());
+    assert!(
+        wait_for_serial_change(&server, &second_serial).await,
+        "a second ..data swap is seen"
+    );
+    assert!(wait_until_fresh_connection_works(&server, &third_ca.pem()).await);
+    assert_eq!(cert_checks(&server, "poll"), 0.0);
+    server.handle.stop().await;
+}
+
+/// Plain files (no Secret volume): rewritten in place, then replaced by renaming
+/// new files over them; both are seen without the periodic check, and the watch
+/// follows the renamed-in files.
+#[tokio::test]
+async fn plain_files_rewritten_or_renamed_over_are_seen_without_polling() {
+    let ca = TestCa::new("test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let first = ca.serving_pair();
+    let files = mtls_guard::server::TlsFiles {
+        cert: dir.path().join("server.pem"),
+        key: dir.path().join("server-key.pem"),
+    };
+    std::fs::write(&files.cert, &first.cert_pem).unwrap();
+    std::fs::write(&files.key, &first.key_pem).unwrap();
+    let mut config = mtls_guard::server::ServerConfig::local(
+        files.clone(),
+        SnapshotSource::Objects(bookinfo_objects()),
+    );
+    config.cert_poll_interval = Duration::from_secs(3600);
+    let handle = mtls_guard::server::start(config).await.unwrap();
+    let serial = || handle.certificate().serial;
+    let wait_change = |before: String| {
+        let handle = &handle;
+        async move {
+            for _ in 0..200 {
+                if handle.certificate().serial != before {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        }
+    };
+
+    // In place.
+    let before = serial();
+    let second = TestCa::new("second CA").serving_pair();
+    std::fs::write(&files.key, &second.key_pem).unwrap();
+    std::fs::write(&files.cert, &second.cert_pem).unwrap();
+    assert!(wait_change(before).await, "an in-place rewrite is seen");
+
+    // Renamed over, twice (the second proves the watch moved to the new file).
+    for round in 0..2 {
+        let before = serial();
+        let next = TestCa::new(&format!("renamed CA {round}")).serving_pair();
+        let (cert_tmp, key_tmp) = (dir.path().join("cert.tmp"), dir.path().join("key.tmp"));
+        std::fs::write(&cert_tmp, &next.cert_pem).unwrap();
+        std::fs::write(&key_tmp, &next.key_pem).unwrap();
+        std::fs::rename(&key_tmp, &files.key).unwrap();
+        std::fs::rename(&cert_tmp, &files.cert).unwrap();
+        assert!(wait_change(before).await, "rename over, round {round}");
+    }
+    let text = handle.metrics_text();
+    assert_eq!(
+        metric_value(
+            &text,
+            "mtls_guard_certificate_checks_total{trigger=\"poll\"}"
+        ),
+        Some(0.0)
+    );
+    handle.stop().await;
+}

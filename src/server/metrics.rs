@@ -37,6 +37,29 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabels {
+    trigger: &'static str,
+}
+
+/// Why the certificate files were read to look for a change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertCheck {
+    /// A change notification for the certificate or key file.
+    Change,
+    /// The periodic check (`--cert-poll-interval`).
+    Poll,
+}
+
+impl CertCheck {
+    fn as_str(self) -> &'static str {
+        match self {
+            CertCheck::Change => "change",
+            CertCheck::Poll => "poll",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -58,6 +81,7 @@ pub struct Metrics {
     snapshot_loaded: Gauge,
     cert_expiry: Gauge,
     cert_reloads: Family<ResultLabels, Counter>,
+    cert_checks: Family<TriggerLabels, Counter>,
     snapshot_reloads: Family<ResultLabels, Counter>,
     in_flight: Gauge,
 }
@@ -119,6 +143,18 @@ impl Metrics {
             "Attempts to load a changed serving certificate, by result (ok, error)",
             cert_reloads.clone(),
         );
+        let cert_checks = Family::<TriggerLabels, Counter>::default();
+        registry.register(
+            "certificate_checks",
+            "Times the serving certificate files were read to look for a change, by trigger (change: a notification for the certificate or key file; poll: the periodic check)",
+            cert_checks.clone(),
+        );
+        for trigger in [CertCheck::Change, CertCheck::Poll] {
+            // The series exist (at 0) from the start.
+            drop(cert_checks.get_or_create(&TriggerLabels {
+                trigger: trigger.as_str(),
+            }));
+        }
         let snapshot_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "snapshot_reloads",
@@ -146,6 +182,7 @@ impl Metrics {
             snapshot_loaded,
             cert_expiry,
             cert_reloads,
+            cert_checks,
             snapshot_reloads,
             in_flight,
         }
@@ -205,6 +242,14 @@ impl Metrics {
         self.cert_reloads
             .get_or_create(&ResultLabels {
                 result: if ok { "ok" } else { "error" },
+            })
+            .inc();
+    }
+
+    pub fn count_cert_check(&self, trigger: CertCheck) {
+        self.cert_checks
+            .get_or_create(&TriggerLabels {
+                trigger: trigger.as_str(),
             })
             .inc();
     }

@@ -1,19 +1,22 @@
 //! Serving certificate hot reload.
 //!
-//! The parent folders of the certificate and key are watched (kubelet updates a
-//! mounted Secret by renaming a `..data` symlink, so events arrive for the folder,
-//! not for `tls.crt` itself), and the files are also re-read every few seconds in
-//! case an event is missed. A changed pair is validated before it is swapped in; a
-//! bad pair is refused with an error log and the old one keeps serving.
+//! The certificate and key files themselves are watched, not their folder: a busy
+//! file beside them (a log written thousands of times a second) must cost nothing,
+//! and a folder watch hears every write in the folder. The watch follows symlinks
+//! to the files' current targets. When a target is replaced (kubelet swaps the
+//! `..data` symlink of a mounted Secret and deletes the old folder; a writer renames
+//! a new file over the old), the old target reports its removal and the watch is
+//! set again on the new one. The files are also re-read every few seconds in case
+//! an event is missed. A changed pair is validated before it is swapped in; a bad
+//! pair is refused with an error log and the old one keeps serving.
 
-use super::metrics::Metrics;
+use super::metrics::{CertCheck, Metrics};
 use super::tls::{parse_pair, read_files, CertResolver, TlsFiles};
 use notify::{EventKind, RecursiveMode, Watcher};
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 /// How long to wait after a file event for the writer to finish (a Secret update
@@ -29,10 +32,11 @@ pub(crate) fn spawn(
     initial: (Vec<u8>, Vec<u8>),
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    // Watching before this returns: a change made once the server is up is seen.
+    let changed = Arc::new(Notify::new());
+    let mut watch = FileWatch::new(&files, changed.clone());
+    watch.arm();
     tokio::spawn(async move {
-        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-        // Kept alive for as long as the task runs.
-        let _watcher = watch_folders(&files, tx);
         let mut reloader = Reloader {
             files,
             resolver,
@@ -43,63 +47,78 @@ pub(crate) fn spawn(
         let mut tick = tokio::time::interval(poll_interval.max(Duration::from_millis(50)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
-        let mut watching = true;
         loop {
-            tokio::select! {
+            let trigger = tokio::select! {
                 _ = shutdown.changed() => break,
-                event = rx.recv(), if watching => {
-                    if event.is_none() {
-                        // The watcher is gone; polling still works.
-                        watching = false;
-                        continue;
-                    }
+                _ = changed.notified() => {
                     tokio::time::sleep(SETTLE).await;
-                    while rx.try_recv().is_ok() {}
+                    CertCheck::Change
                 }
-                _ = tick.tick() => {}
-            }
+                _ = tick.tick() => CertCheck::Poll,
+            };
             if *shutdown.borrow() {
                 break;
             }
-            reloader.check();
+            // After an event the target may be a new file: watch that one. Set the
+            // watch before reading, so that a change made meanwhile is not missed.
+            if trigger == CertCheck::Change || !watch.armed {
+                watch.arm();
+            }
+            reloader.check(trigger);
         }
     })
 }
 
-fn watch_folders(
-    files: &TlsFiles,
-    tx: mpsc::UnboundedSender<()>,
-) -> Option<notify::RecommendedWatcher> {
-    let folders: BTreeSet<PathBuf> = [&files.cert, &files.key]
-        .into_iter()
-        .map(|p| parent_folder(p))
-        .collect();
-    let handler = move |res: notify::Result<notify::Event>| match res {
-        Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
-        Ok(_) => {
-            let _ = tx.send(());
-        }
-        Err(e) => tracing::debug!(error = %e, "certificate watch error"),
-    };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the certificate files; checking them every few seconds instead");
-            return None;
-        }
-    };
-    for folder in &folders {
-        if let Err(e) = watcher.watch(folder, RecursiveMode::NonRecursive) {
-            tracing::warn!(folder = %folder.display(), error = %e, "cannot watch the certificate folder; checking it every few seconds instead");
-        }
-    }
-    Some(watcher)
+/// A watch on the certificate and key files (their symlink targets).
+struct FileWatch {
+    paths: Vec<PathBuf>,
+    watcher: Option<notify::RecommendedWatcher>,
+    /// Every path is watched; otherwise [`FileWatch::arm`] is tried again at each poll.
+    armed: bool,
 }
 
-fn parent_folder(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+impl FileWatch {
+    fn new(files: &TlsFiles, changed: Arc<Notify>) -> FileWatch {
+        let mut paths = vec![files.cert.clone()];
+        if files.key != files.cert {
+            paths.push(files.key.clone());
+        }
+        let handler = move |res: notify::Result<notify::Event>| match res {
+            // Opening, reading and closing (our own reads among them) change nothing;
+            // a write also reports a Modify.
+            Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
+            Ok(_) => changed.notify_one(),
+            Err(e) => tracing::debug!(error = %e, "certificate watch error"),
+        };
+        let watcher = match notify::recommended_watcher(handler) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the certificate files; checking them every few seconds instead");
+                None
+            }
+        };
+        FileWatch {
+            paths,
+            watcher,
+            armed: false,
+        }
+    }
+
+    /// (Re-)watches every path's current target.
+    fn arm(&mut self) {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return;
+        };
+        let mut armed = true;
+        for path in &self.paths {
+            // The old target may be gone, and its watch with it.
+            let _ = watcher.unwatch(path);
+            if let Err(e) = watcher.watch(path, RecursiveMode::NonRecursive) {
+                tracing::debug!(path = %path.display(), error = %e, "cannot watch a certificate file for now; checking it every few seconds");
+                armed = false;
+            }
+        }
+        self.armed = armed;
     }
 }
 
@@ -114,7 +133,8 @@ struct Reloader {
 }
 
 impl Reloader {
-    fn check(&mut self) {
+    fn check(&mut self, trigger: CertCheck) {
+        self.metrics.count_cert_check(trigger);
         let contents = match read_files(&self.files) {
             Ok(c) => c,
             Err(e) => {
