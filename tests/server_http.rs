@@ -802,3 +802,111 @@ async fn patched_objects_are_allowed_with_nothing_left_to_patch() {
     );
     server.handle.stop().await;
 }
+
+/// What an HTTP/2 client that sends its whole body before reading the answer
+/// (curl does) sees: how much of the body it could send, whether the stream was
+/// reset under it, and the answer.
+async fn h2_send_all_then_read(
+    server: &TestServer,
+    body: &[u8],
+    content_length: bool,
+) -> (usize, Option<String>, u16, Value) {
+    let tls = raw_tls_alpn(server.handle.webhook_addr(), &server.ca.pem(), &[b"h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let mut request = axum::http::Request::post(server.url("/validate"))
+        .header("content-type", "application/json");
+    if content_length {
+        request = request.header("content-length", body.len());
+    }
+    let (response, mut send) = client
+        .send_request(request.body(()).unwrap(), false)
+        .unwrap();
+    let body = axum::body::Bytes::copy_from_slice(body);
+    let mut sent = 0;
+    let mut reset = None;
+    while sent < body.len() {
+        send.reserve_capacity((body.len() - sent).min(256 * 1024));
+        match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
+            Some(Ok(n)) => {
+                let end = sent + n;
+                if let Err(e) = send.send_data(body.slice(sent..end), end == body.len()) {
+                    reset = Some(e.to_string());
+                    break;
+                }
+                sent = end;
+            }
+            Some(Err(e)) => {
+                reset = Some(e.to_string());
+                break;
+            }
+            None => {
+                reset = Some("the stream closed".into());
+                break;
+            }
+        }
+    }
+    let response = response.await.unwrap();
+    let status = response.status().as_u16();
+    let mut stream = response.into_body();
+    let mut answer = Vec::new();
+    while let Some(chunk) = stream.data().await {
+        let chunk = chunk.unwrap();
+        let _ = stream.flow_control().release_capacity(chunk.len());
+        answer.extend_from_slice(&chunk);
+    }
+    (
+        sent,
+        reset,
+        status,
+        serde_json::from_slice(&answer).unwrap_or(Value::Null),
+    )
+}
+
+/// Issue 9, defect 2: a body over 3 MiB over HTTP/2 got its stream reset while
+/// the client was still sending, so curl reported "(92) Stream error in the HTTP/2
+/// framing layer" instead of the 413. The client can now send its whole body and
+/// read the 413 and its JSON message, with or without a Content-Length.
+#[tokio::test]
+async fn too_large_body_over_http2_gets_a_readable_413() {
+    let server = TestServer::bookinfo().await;
+    let body = vec![b' '; 4 * 1024 * 1024];
+    for content_length in [true, false] {
+        let (sent, reset, status, answer) =
+            h2_send_all_then_read(&server, &body, content_length).await;
+        assert_eq!(
+            reset, None,
+            "content-length {content_length}: stream reset after {sent} bytes"
+        );
+        assert_eq!(sent, body.len());
+        assert_eq!(status, 413, "{answer}");
+        assert!(
+            message_of(&answer).unwrap().contains("at most 3 MiB"),
+            "{answer}"
+        );
+    }
+
+    // The same through reqwest (hyper's client, ALPN h2), and the connection goes on.
+    let client = server.h2_client();
+    for size in [3 * 1024 * 1024 + 1, 4 * 1024 * 1024, 8 * 1024 * 1024] {
+        let resp = client
+            .post(server.url("/validate"))
+            .header("content-type", "application/json")
+            .body(vec![b' '; size])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+        assert_eq!(resp.status(), 413);
+        let answer: Value = resp.json().await.unwrap();
+        assert!(
+            message_of(&answer).unwrap().contains("at most 3 MiB"),
+            "{answer}"
+        );
+    }
+    let (status, answer) = post(&client, &server.url("/validate"), review_body("10")).await;
+    assert_eq!(status, 200, "{answer}");
+    server.handle.stop().await;
+}

@@ -242,16 +242,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
         .await
         .with_context(|| format!("binding the webhook port {}", config.listen))?;
     let webhook_addr = listener.local_addr()?;
-    let app = webhook::router(
-        Arc::new(webhook::WebhookState {
-            store: store.clone(),
-            settings: config.settings,
-            metrics: metrics.clone(),
-            review_timeout: config.review_timeout,
-            slots: tokio::sync::Semaphore::new(config.limits.max_in_flight.max(1)),
-        }),
-        config.body_limit,
-    );
+    let app = webhook::router(Arc::new(webhook::WebhookState {
+        store: store.clone(),
+        settings: config.settings,
+        metrics: metrics.clone(),
+        review_timeout: config.review_timeout,
+        slots: tokio::sync::Semaphore::new(config.limits.max_in_flight.max(1)),
+        body_limit: config.body_limit,
+    }));
 
     let policies_task = watched.map(|paths| {
         source::watch_files(

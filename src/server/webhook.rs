@@ -5,12 +5,13 @@ use super::metrics::Metrics;
 use super::source::SnapshotStore;
 use crate::admission::{self, Endpoint, ReviewVerdict};
 use crate::settings::Settings;
-use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::body::{Body, BodyDataStream, Bytes};
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use futures::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,14 +24,15 @@ pub(crate) struct WebhookState {
     /// Slots for reviews in flight (`ConnLimits::max_in_flight`): bounds the memory
     /// held by request bodies whatever the number of connections and streams.
     pub slots: tokio::sync::Semaphore,
+    /// Largest body read (`BODY_LIMIT`).
+    pub body_limit: usize,
 }
 
-pub(crate) fn router(state: Arc<WebhookState>, body_limit: usize) -> Router {
+pub(crate) fn router(state: Arc<WebhookState>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
@@ -118,16 +120,24 @@ async fn handle(state: &WebhookState, endpoint: Endpoint, req: Request) -> Respo
         }
     };
     let remaining = deadline.saturating_sub(started.elapsed());
-    let body = match tokio::time::timeout(remaining, Bytes::from_request(req, &())).await {
+    let body = match tokio::time::timeout(remaining, read_body(req, state.body_limit)).await {
         Ok(Ok(body)) => body,
-        Ok(Err(rejection)) => {
-            let status = rejection.status();
-            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "request body too large: an AdmissionReview is at most 3 MiB".to_string()
-            } else {
-                format!("cannot read the request body: {}", rejection.body_text())
-            };
-            return refuse(state, endpoint, started, status, &message);
+        Ok(Err(BodyError::TooLarge(rest))) => {
+            // The slot bounds memory; the rest of the body is only counted.
+            drop(_slot);
+            let remaining = deadline.saturating_sub(started.elapsed());
+            let _ = tokio::time::timeout(remaining, drain(rest, DRAIN_LIMIT)).await;
+            return refuse(
+                state,
+                endpoint,
+                started,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large: an AdmissionReview is at most 3 MiB",
+            );
+        }
+        Ok(Err(BodyError::Read(e))) => {
+            let message = format!("cannot read the request body: {e}");
+            return refuse(state, endpoint, started, StatusCode::BAD_REQUEST, &message);
         }
         Err(_) => {
             let message = format!(
@@ -202,6 +212,56 @@ async fn handle(state: &WebhookState, endpoint: Endpoint, req: Request) -> Respo
         Body::from(reviewed.body),
     )
         .into_response()
+}
+
+/// How much of a too-large body is read and thrown away before the 413 is sent.
+///
+/// A client that answers only once it has sent its whole body (curl; HTTP/2
+/// clients that treat a reset stream as a failure) can then read the 413. A server
+/// may answer early and reset the stream with NO_ERROR (RFC 9113 section 8.1),
+/// which hyper does, but not every client reads an answer that arrives while it is
+/// still sending. Past this much, the answer goes out anyway.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+enum BodyError {
+    /// Over the limit: what is left of the body, not read yet.
+    TooLarge(BodyDataStream),
+    Read(axum::Error),
+}
+
+/// Reads a body of at most `limit` bytes; a larger one is refused before it is
+/// read whole when its Content-Length says so.
+async fn read_body(req: Request, limit: usize) -> Result<Bytes, BodyError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut stream = req.into_body().into_data_stream();
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge(stream));
+    }
+    let capacity = declared.map_or(16 * 1024, |n| n as usize);
+    let mut body = Vec::with_capacity(capacity);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(BodyError::Read)?;
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge(stream));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
+}
+
+/// Reads and drops up to `limit` bytes of `rest`.
+async fn drain(mut rest: BodyDataStream, limit: usize) {
+    let mut seen = 0usize;
+    while let Some(Ok(chunk)) = rest.next().await {
+        seen += chunk.len();
+        if seen > limit {
+            return;
+        }
+    }
 }
 
 /// Milliseconds, rounded to the microsecond, for logs.
