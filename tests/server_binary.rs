@@ -464,3 +464,119 @@ fn serve_fails_clearly_on_a_missing_certificate() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("nope.crt"), "{stderr}");
 }
+
+/// A string that must never reach the log: it sits in each review's object.
+const CANARY: &str = "canary-spec-3f9e1c";
+
+/// Fixture `number` with its uid replaced and `CANARY` in `spec.exportTo` (a field
+/// the decision does not read, so the verdict is the fixture's own).
+fn canary_review(number: &str, uid: &str) -> Vec<u8> {
+    let mut review = review_json(number);
+    review["request"]["uid"] = Value::from(uid);
+    review["request"]["object"]["spec"]["exportTo"] = serde_json::json!([CANARY]);
+    serde_json::to_vec(&review).unwrap()
+}
+
+/// Sends an allowed, a patched, a denied, a wrongly shaped and a non-JSON review
+/// (each carrying `CANARY`) and returns the server's stderr up to the last answer's
+/// log line.
+async fn log_of_canary_reviews(extra: &[&str]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, ca) = serve_bookinfo(dir.path(), extra);
+    let (webhook, admin) = server.addresses();
+    assert!(wait_for_status(&format!("http://{admin}/readyz"), 200, 200).await);
+    let client = client_trusting(&[&ca], Protocol::Http1);
+    let url = |path: &str| format!("https://{webhook}{path}");
+
+    let (status, answer) = post(
+        &client,
+        &url("/validate"),
+        canary_review("10", "uid-allowed"),
+    )
+    .await;
+    assert_eq!(
+        (status, &answer["response"]["allowed"]),
+        (200, &Value::from(true))
+    );
+    let (status, answer) = post(&client, &url("/mutate"), canary_review("07", "uid-patched")).await;
+    assert_eq!(status, 200);
+    assert!(answer["response"]["patch"].is_string(), "{answer}");
+    let mut shaped = review_json("10");
+    shaped["request"]["uid"] = Value::from("uid-misshapen");
+    shaped["request"]["object"]["spec"]["trafficPolicy"]["tls"]["mode"] =
+        serde_json::json!({ CANARY: 1 });
+    let (status, _) = post(
+        &client,
+        &url("/validate"),
+        serde_json::to_vec(&shaped).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = post(
+        &client,
+        &url("/validate"),
+        format!("{{\"apiVersion\": \"{CANARY}").into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, answer) = post(
+        &client,
+        &url("/validate"),
+        canary_review("25", "uid-denied"),
+    )
+    .await;
+    assert_eq!(
+        (status, &answer["response"]["allowed"]),
+        (200, &Value::from(false))
+    );
+    server.log_line(|v| v["uid"] == "uid-denied");
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.exit_code(), Some(0));
+    // Everything the process wrote.
+    while let Ok(line) = server.stderr.recv_timeout(Duration::from_millis(500)) {
+        server.stderr_seen.push(line);
+    }
+    server.stderr_seen.clone()
+}
+
+fn review_line_for<'a>(log: &'a [String], uid: &str) -> Option<&'a String> {
+    log.iter().find(|l| {
+        serde_json::from_str::<Value>(l).is_ok_and(|v| v["message"] == "review" && v["uid"] == uid)
+    })
+}
+
+/// Issue 9, security: no object contents at info level, even with a line for every
+/// review; and by default (`--log-reviews changes`) plain allows get no info line
+/// while patches and denials do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_logs_carry_no_object_contents_and_plain_allows_are_not_logged_by_default() {
+    let all = log_of_canary_reviews(&["--log-reviews", "all"]).await;
+    for line in &all {
+        assert!(!line.contains(CANARY), "object contents in the log: {line}");
+    }
+    for uid in ["uid-allowed", "uid-patched", "uid-denied"] {
+        assert!(review_line_for(&all, uid).is_some(), "{uid}: {all:#?}");
+    }
+    assert!(
+        all.iter()
+            .any(|l| l.contains("uid-misshapen") && l.contains("WARN")),
+        "{all:#?}"
+    );
+
+    let default = log_of_canary_reviews(&[]).await;
+    for line in &default {
+        assert!(!line.contains(CANARY), "object contents in the log: {line}");
+    }
+    assert!(
+        review_line_for(&default, "uid-allowed").is_none(),
+        "{default:#?}"
+    );
+    let patched: Value =
+        serde_json::from_str(review_line_for(&default, "uid-patched").unwrap()).unwrap();
+    assert_eq!(patched["verdict"], "patched");
+    assert_eq!(patched["level"], "INFO");
+    let denied: Value =
+        serde_json::from_str(review_line_for(&default, "uid-denied").unwrap()).unwrap();
+    assert_eq!(denied["verdict"], "denied");
+    assert_eq!(denied["name"], "reviews");
+}

@@ -2,7 +2,7 @@
 
 use super::SettingsArgs;
 use crate::certs::{DEFAULT_NAMESPACE, DEFAULT_SERVICE};
-use crate::server::{parse_duration_arg, ConnLimits, LogFormat, ServeOptions, TlsFiles};
+use crate::server::{parse_duration_arg, ConnLimits, LogFormat, ReviewLog, ServeOptions, TlsFiles};
 use clap::builder::PossibleValue;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,6 +63,11 @@ pub struct ServeArgs {
     /// Log format: text or json (one JSON object per line).
     #[arg(long, default_value = "text", env = "MTLS_GUARD_LOG_FORMAT")]
     pub log_format: LogFormat,
+    /// Which reviews get an info log line: all; changes (patched, denied, or with
+    /// warnings; plain allows at debug); none (all at debug). Every review is
+    /// counted in the metrics, and unreadable requests are always logged.
+    #[arg(long, default_value = "changes", env = "MTLS_GUARD_LOG_REVIEWS")]
+    pub log_reviews: ReviewLog,
     /// Longest TLS handshake.
     #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
     pub tls_handshake_timeout: Duration,
@@ -112,6 +117,7 @@ impl From<ServeArgs> for ServeOptions {
             policies: a.policies,
             settings: a.settings.into(),
             log_format: a.log_format,
+            log_reviews: a.log_reviews,
             limits: ConnLimits {
                 tls_handshake_timeout: a.tls_handshake_timeout,
                 header_read_timeout: a.header_read_timeout,
@@ -137,6 +143,20 @@ impl clap::ValueEnum for LogFormat {
         Some(PossibleValue::new(match self {
             LogFormat::Text => "text",
             LogFormat::Json => "json",
+        }))
+    }
+}
+
+impl clap::ValueEnum for ReviewLog {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[ReviewLog::All, ReviewLog::Changes, ReviewLog::None]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(match self {
+            ReviewLog::All => "all",
+            ReviewLog::Changes => "changes",
+            ReviewLog::None => "none",
         }))
     }
 }

@@ -22,7 +22,7 @@ pub mod tls;
 mod webhook;
 
 pub use listener::{serve_tls, ConnLimits};
-pub use logging::{init_logging, LogFormat};
+pub use logging::{init_logging, LogFormat, ReviewLog};
 pub use source::{SnapshotSource, SnapshotStore};
 pub use tls::{CertInfo, TlsFiles};
 
@@ -67,6 +67,8 @@ pub struct ServeOptions {
     pub policies: Vec<PathBuf>,
     pub settings: Settings,
     pub log_format: LogFormat,
+    /// Which reviews get an info log line.
+    pub log_reviews: ReviewLog,
     pub limits: ConnLimits,
     pub review_timeout: Duration,
     /// How long to keep serving with `/readyz` failing before the drain.
@@ -90,6 +92,8 @@ pub struct ServerConfig {
     /// How often the `--policies` files are checked for changes.
     pub policies_poll_interval: Duration,
     pub cert_poll_interval: Duration,
+    /// Which reviews get an info log line.
+    pub log_reviews: ReviewLog,
 }
 
 impl ServerConfig {
@@ -106,6 +110,7 @@ impl ServerConfig {
             body_limit: BODY_LIMIT,
             cert_poll_interval: Duration::from_secs(5),
             policies_poll_interval: Duration::from_secs(2),
+            log_reviews: ReviewLog::default(),
         }
     }
 }
@@ -249,6 +254,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
         review_timeout: config.review_timeout,
         slots: tokio::sync::Semaphore::new(config.limits.max_in_flight.max(1)),
         body_limit: config.body_limit,
+        review_log: config.log_reviews,
     }));
 
     let policies_task = watched.map(|paths| {
@@ -398,6 +404,7 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
         body_limit: BODY_LIMIT,
         cert_poll_interval: args.cert_poll_interval,
         policies_poll_interval: args.policies_poll_interval,
+        log_reviews: args.log_reviews,
     };
     let handle = start(config).await?;
     if let Some(paths) = generated {

@@ -1,6 +1,7 @@
 //! The webhook routes: `POST /mutate` and `POST /validate` hand the body to the pure
 //! [`admission::review`] and send back what it returns; everything else is 404/405.
 
+use super::logging::{clean, ReviewLog};
 use super::metrics::Metrics;
 use super::source::SnapshotStore;
 use crate::admission::{self, Endpoint, ReviewVerdict};
@@ -26,6 +27,7 @@ pub(crate) struct WebhookState {
     pub slots: tokio::sync::Semaphore,
     /// Largest body read (`BODY_LIMIT`).
     pub body_limit: usize,
+    pub review_log: ReviewLog,
 }
 
 pub(crate) fn router(state: Arc<WebhookState>) -> Router {
@@ -171,35 +173,49 @@ async fn handle(state: &WebhookState, endpoint: Endpoint, req: Request) -> Respo
         elapsed,
     );
     let duration_ms = millis(elapsed);
+    // Values from the request are cleaned; nothing of the object itself is logged.
+    let (uid, kind) = (clean(&reviewed.uid), clean(&reviewed.kind));
     if reviewed.verdict == ReviewVerdict::Error {
         tracing::warn!(
             endpoint = %endpoint.as_str(),
             status = reviewed.status,
-            uid = %reviewed.uid,
-            kind = %reviewed.kind,
+            %uid,
+            %kind,
             verdict = %reviewed.verdict.as_str(),
             body_bytes = body.len(),
             duration_ms,
             "review: unreadable request"
         );
     } else {
-        tracing::info!(
-            endpoint = %endpoint.as_str(),
-            uid = %reviewed.uid,
-            kind = %reviewed.kind,
-            namespace = %reviewed.namespace,
-            name = %reviewed.name,
-            operation = %reviewed.operation,
-            verdict = %reviewed.verdict.as_str(),
-            dry_run = reviewed.dry_run,
-            warnings = reviewed.warnings,
-            duration_ms,
-            "review"
-        );
+        let changed = reviewed.verdict != ReviewVerdict::Allowed || reviewed.warnings > 0;
+        let (namespace, name) = (clean(&reviewed.namespace), clean(&reviewed.name));
+        let operation = clean(&reviewed.operation);
+        macro_rules! review_line {
+            ($level:ident) => {
+                tracing::$level!(
+                    endpoint = %endpoint.as_str(),
+                    %uid,
+                    %kind,
+                    %namespace,
+                    %name,
+                    %operation,
+                    verdict = %reviewed.verdict.as_str(),
+                    dry_run = reviewed.dry_run,
+                    warnings = reviewed.warnings,
+                    duration_ms,
+                    "review"
+                )
+            };
+        }
+        if state.review_log.at_info(changed) {
+            review_line!(info);
+        } else {
+            review_line!(debug);
+        }
     }
     if elapsed > deadline {
         tracing::warn!(
-            uid = %reviewed.uid,
+            %uid,
             deadline_ms = deadline.as_millis() as u64,
             duration_ms,
             "answered after the caller's deadline"
