@@ -14,6 +14,7 @@ pub mod check;
 pub mod cli;
 pub mod decision;
 pub mod enforcement;
+pub mod gateway;
 pub mod loader;
 pub mod model;
 pub mod patch;

@@ -155,6 +155,10 @@ fn identity(object: &MeshObject) -> Option<(ObjectKind, String, String)> {
         MeshObject::Ingress(i) => &i.metadata,
         MeshObject::IngressClass(c) => &c.metadata,
         MeshObject::Namespace(n) => &n.metadata,
+        MeshObject::Route(_, r) => &r.metadata,
+        MeshObject::Gateway(g) => &g.metadata,
+        MeshObject::GatewayClass(c) => &c.metadata,
+        MeshObject::ReferenceGrant(g) => &g.metadata,
     };
     let name = meta.name.clone().filter(|n| !n.is_empty())?;
     Some((

@@ -40,6 +40,9 @@ pub struct Settings {
     pub ingress_services: Vec<(String, String)>,
     /// Global default, overridden by a namespace's `mtls-guard.io/mode` label.
     pub mode: Mode,
+    /// GatewayClass controllers that belong to the mesh besides Istio's `istio.io/*`
+    /// (`--mesh-gateway-controller`, e.g. OpenShift's): their Gateways exempt nothing.
+    pub mesh_gateway_controllers: Vec<String>,
 }
 
 impl Default for Settings {
@@ -51,6 +54,7 @@ impl Default for Settings {
             ingress_gateway: IngressGateway::Detect,
             ingress_services: Vec::new(),
             mode: Mode::Enforce,
+            mesh_gateway_controllers: Vec::new(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! source that sees the cluster change builds a new one and swaps it in.
 
 use crate::enforcement::{self, Mode, MODE_LABEL};
+use crate::gateway::GatewayIndex;
 use crate::model::{
     created, AuthPolicy, MeshObject, ObjectKind, ObjectRef, PeerAuthentication, PeerMtlsMode,
     PolicyMode,
@@ -121,6 +122,8 @@ pub struct Snapshot {
     counts: ObjectCounts,
     /// Things the index could not use, said once at build time.
     notes: Vec<String>,
+    /// Gateway API objects and the Service ports they reach (contract section 4 (c)).
+    gateway: Arc<GatewayIndex>,
 }
 
 /// Oldest first, then by name; objects without a creation time count as newest.
@@ -142,8 +145,10 @@ impl Snapshot {
         let mut snap = Snapshot::default();
         let mut ingresses = Vec::new();
         let mut classes = Vec::new();
+        let mut gateway = GatewayIndex::default();
         for obj in objects {
             *snap.counts.entry(obj.kind()).or_default() += 1;
+            gateway.stage(&obj);
             match obj {
                 MeshObject::Policy(p) => snap.add_policy(&p),
                 MeshObject::MeshPolicy(p) => snap.add_mesh_policy(&p),
@@ -169,11 +174,24 @@ impl Snapshot {
                     entry.has_object = true;
                     entry.mode = mode.unwrap_or(None);
                 }
+                // Read by the gateway index; like any object, they make their namespace known.
+                MeshObject::Route(_, r) => snap.know_namespace(&r.metadata),
+                MeshObject::Gateway(g) => snap.know_namespace(&g.metadata),
+                MeshObject::ReferenceGrant(g) => snap.know_namespace(&g.metadata),
+                MeshObject::GatewayClass(_) => {}
             }
         }
+        gateway.finish();
+        snap.gateway = Arc::new(gateway);
         snap.index_ingresses(&ingresses, &classes);
         snap.finish();
         snap
+    }
+
+    fn know_namespace(&mut self, meta: &ObjectMeta) {
+        if let Some(ns) = &meta.namespace {
+            self.namespaces.entry(ns.clone()).or_default();
+        }
     }
 
     fn add_policy(&mut self, p: &AuthPolicy) {
@@ -401,6 +419,11 @@ impl Snapshot {
     /// The mode label of a namespace, if it has a valid one (see [`enforcement::mode_for`]).
     pub fn namespace_mode(&self, namespace: &str) -> Option<Mode> {
         self.namespaces.get(namespace)?.mode
+    }
+
+    /// The Gateway API part: which Service ports routes attached to Gateways reach.
+    pub fn gateway(&self) -> &GatewayIndex {
+        &self.gateway
     }
 
     pub fn counts(&self) -> &ObjectCounts {

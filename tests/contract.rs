@@ -2312,11 +2312,12 @@ fn s4_exempt_strict_warns_missing_server_exemption() {
         "{msg}"
     );
 
-    // Not STRICT: no warning.
+    // Not STRICT: no warning (and, by section 5's row "S:P exempt, server PERMISSIVE or
+    // NONE | any", no patch either).
     for extra in [policy("bookinfo", "default", PERMISSIVE), String::new()] {
         let s = snap(&(bookinfo() + &extra + &ing));
         let v = productpage(&s, &settings(), "ISTIO_MUTUAL");
-        assert_eq!(at(&v, 9080).outcome, Outcome::Patch(DISABLE));
+        assert_eq!(at(&v, 9080).outcome, Outcome::Ok);
         assert!(codes(&v).is_empty(), "{extra}: {:?}", v.warnings);
     }
 }
@@ -2346,26 +2347,784 @@ fn open_both_exemptions_name_the_targeted_one() {
 }
 
 // ---------------------------------------------------------------------------
+// Section 4 (c): Gateway API routes attached to a non-mesh Gateway
+// ---------------------------------------------------------------------------
+
+const GW: &str = "gateway.networking.k8s.io/v1";
+const ENVOY: &str = "gateway.envoyproxy.io/gatewayclass-controller";
+
+fn gateway_class(name: &str, controller: &str) -> String {
+    format!(
+        "apiVersion: {GW}\nkind: GatewayClass\nmetadata: {{name: {name}}}\nspec: {{controllerName: {controller}}}\n---\n"
+    )
+}
+
+/// A Gateway with the given listeners (a flow YAML sequence).
+fn gateway(ns: &str, name: &str, class: &str, listeners: &str) -> String {
+    format!(
+        "apiVersion: {GW}\nkind: Gateway\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{gatewayClassName: {class}, listeners: {listeners}}}\n---\n"
+    )
+}
+
+const HTTP_LISTENER: &str = "[{name: http, port: 80, protocol: HTTP}]";
+
+/// A route of `kind` (`apiVersion` `api`) with the given parentRefs and rules (flow YAML).
+fn route_in(api: &str, kind: &str, ns: &str, name: &str, parents: &str, rules: &str) -> String {
+    format!(
+        "apiVersion: {api}\nkind: {kind}\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{parentRefs: {parents}, rules: {rules}}}\n---\n"
+    )
+}
+
+/// An HTTPRoute to Gateway `gw` (namespace `gw_ns`) with one backend `backend:port`.
+fn http_route(ns: &str, name: &str, gw_ns: &str, gw: &str, backend: &str, port: u32) -> String {
+    route_in(
+        GW,
+        "HTTPRoute",
+        ns,
+        name,
+        &format!("[{{name: {gw}, namespace: {gw_ns}}}]"),
+        &format!("[{{backendRefs: [{{name: {backend}, port: {port}}}]}}]"),
+    )
+}
+
+fn reference_grant(ns: &str, from_kind: &str, from_ns: &str, to_name: Option<&str>) -> String {
+    let to_name = to_name.map_or(String::new(), |n| format!(", name: {n}"));
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: grant, namespace: {ns}}}\nspec:\n  from: [{{group: gateway.networking.k8s.io, kind: {from_kind}, namespace: {from_ns}}}]\n  to: [{{group: \"\", kind: Service{to_name}}}]\n---\n"
+    )
+}
+
+/// Bookinfo STRICT with an envoy GatewayClass and Gateway `bookinfo/public` (HTTP, port 80).
+fn bookinfo_with_gateway() -> String {
+    bookinfo_strict()
+        + &gateway_class("envoy", ENVOY)
+        + &gateway("bookinfo", "public", "envoy", HTTP_LISTENER)
+}
+
+fn gateway_exemption(
+    route: (ObjectKind, &str, &str),
+    gw: (&str, &str),
+    controller: &str,
+) -> Option<Exemption> {
+    Some(Exemption::Gateway {
+        port: 9080,
+        route: oref(route.0, route.1, route.2),
+        gateway: oref(ObjectKind::Gateway, gw.0, gw.1),
+        controller: controller.into(),
+    })
+}
+
+/// Whether productpage:9080 (ISTIO_MUTUAL) is exempt in the snapshot of `yaml`.
+fn productpage_exempt(yaml: &str, settings: &Settings) -> bool {
+    let v = productpage(&snap(yaml), settings, "ISTIO_MUTUAL");
+    let f = at(&v, 9080);
+    assert_eq!(
+        f.outcome,
+        if f.exemption.is_some() {
+            Outcome::Patch(DISABLE)
+        } else {
+            Outcome::Ok
+        },
+        "STRICT server: an exempt port is patched, another is fine"
+    );
+    f.exemption.is_some()
+}
+
+#[test]
+fn s4c_httproute_backend_same_namespace_exempt() {
+    // "(c) S:P is a backend of a Gateway API route attached to a non-mesh Gateway, whether
+    // or not an Istio ingress gateway exists".
+    let y = bookinfo_with_gateway()
+        + &http_route(
+            "bookinfo",
+            "front",
+            "bookinfo",
+            "public",
+            "productpage",
+            9080,
+        );
+    for extra in [String::new(), gateway_service("istio-system")] {
+        let s = snap(&(y.clone() + &extra));
+        let v = productpage(&s, &settings(), "ISTIO_MUTUAL");
+        let f = at(&v, 9080);
+        assert_eq!(
+            f.exemption,
+            gateway_exemption(
+                (ObjectKind::HTTPRoute, "bookinfo", "front"),
+                ("bookinfo", "public"),
+                ENVOY
+            )
+        );
+        assert_eq!(f.required, Required::Mode(DISABLE));
+        assert_eq!(f.outcome, Outcome::Patch(DISABLE));
+        // Section 6: the explanation names the route as `Kind namespace/name` and its Gateway.
+        let msg = v.message(f, "cluster.local");
+        assert_eq!(
+            msg,
+            format!("productpage.bookinfo.svc.cluster.local port 9080: tls mode ISTIO_MUTUAL, but productpage port 9080 is a backend of HTTPRoute bookinfo/front on Gateway bookinfo/public, whose controller {ENVOY} is not the mesh's, so it is exempt from mutual TLS; set DISABLE")
+        );
+    }
+    // Only the services the route names are exempt.
+    let s = snap(&y);
+    let v = judge_in(&s, &settings(), &rule_with_tls("reviews", "ISTIO_MUTUAL"));
+    assert!(at(&v, 9080).exemption.is_none());
+}
+
+#[test]
+fn s4c_backend_port_is_the_service_port() {
+    // "A route's backendRefs[].port is the Service port": only that port is exempt.
+    let y = namespace("bookinfo")
+        + &svc(
+            "bookinfo",
+            "productpage",
+            "[{name: http, port: 9080, targetPort: 8080}, {name: metrics, port: 9100}]",
+        )
+        + &policy("bookinfo", "default", STRICT)
+        + &gateway_class("envoy", ENVOY)
+        + &gateway("bookinfo", "public", "envoy", HTTP_LISTENER)
+        + &http_route(
+            "bookinfo",
+            "front",
+            "bookinfo",
+            "public",
+            "productpage",
+            9080,
+        );
+    let v = productpage(&snap(&y), &settings(), "ISTIO_MUTUAL");
+    assert_eq!(at(&v, 9080).outcome, Outcome::Patch(DISABLE));
+    assert!(at(&v, 9100).exemption.is_none());
+    assert_eq!(at(&v, 9100).outcome, Outcome::Ok);
+    // A route to the target port (8080) names no Service port: nothing is exempt.
+    let y = y.replace("port: 9080}]}]", "port: 8080}]}]");
+    let v = productpage(&snap(&y), &settings(), "ISTIO_MUTUAL");
+    assert!(v.findings.iter().all(|f| f.exemption.is_none()));
+}
+
+#[test]
+fn s4c_missing_server_exemption_names_route_gateway_and_port() {
+    // "Case (a) or (c) with a server mode that is still STRICT gets a warning that names the
+    // missing server-side exemption and how to add it."
+    let route = http_route(
+        "bookinfo",
+        "front",
+        "bookinfo",
+        "public",
+        "productpage",
+        9080,
+    );
+    let s = snap(&(bookinfo_with_gateway() + &route));
+    let v = productpage(&s, &settings(), "DISABLE");
+    assert_eq!(outcomes(&v), vec![(Some(9080), None, Outcome::Ok)]);
+    assert_eq!(codes(&v), vec![WarningCode::MissingServerExemption]);
+    let msg = warning(&v, WarningCode::MissingServerExemption);
+    assert_eq!(
+        msg,
+        format!("productpage port 9080 is a backend of HTTPRoute bookinfo/front on Gateway bookinfo/public, whose controller {ENVOY} is not the mesh's, so it is exempt from mutual TLS, but Policy bookinfo/default still requires mutual TLS (STRICT) on the server side, so plaintext calls from the ingress will fail until a service-specific exemption exists: apply a Policy in bookinfo with `targets: [{{name: productpage, ports: [{{number: 9080}}]}}]` and `peers: []`")
+    );
+    // Decided by a PeerAuthentication: its portLevelMtls is keyed by the target port.
+    let y = namespace("bookinfo")
+        + &svc(
+            "bookinfo",
+            "productpage",
+            "[{name: http, port: 9080, targetPort: 8080}]",
+        )
+        + &pa("bookinfo", "default", "{mtls: {mode: STRICT}}")
+        + &gateway_class("envoy", ENVOY)
+        + &gateway("bookinfo", "public", "envoy", HTTP_LISTENER)
+        + &route;
+    let v = productpage(&snap(&y), &settings(), "ISTIO_MUTUAL");
+    let msg = warning(&v, WarningCode::MissingServerExemption);
+    assert!(
+        msg.contains("PeerAuthentication bookinfo/default still requires")
+            && msg.ends_with("whose selector matches productpage's pods with `portLevelMtls` mode PERMISSIVE on `8080`"),
+        "{msg}"
+    );
+    // The server-side exemption applied (PERMISSIVE on that port): no warning, and by
+    // section 5 an exempt PERMISSIVE port takes any mode.
+    let y = y + &pa("bookinfo", "productpage", "{selector: {matchLabels: {app: productpage}}, portLevelMtls: {\"8080\": {mode: PERMISSIVE}}}");
+    let v = productpage(&snap(&y), &settings(), "ISTIO_MUTUAL");
+    assert!(codes(&v).is_empty(), "{:?}", v.warnings);
+    assert_eq!(at(&v, 9080).required, Required::Any);
+    assert_eq!(at(&v, 9080).outcome, Outcome::Ok);
+}
+
+#[test]
+fn s4c_cross_namespace_backend_needs_reference_grant() {
+    // "in the route's namespace or, through a ReferenceGrant in S's namespace that allows that
+    // route kind from the route's namespace, in another".
+    let base = bookinfo_strict()
+        + &gateway_class("envoy", ENVOY)
+        + &gateway("edge", "public", "envoy", HTTP_LISTENER)
+        + &route_in(
+            GW,
+            "HTTPRoute",
+            "edge",
+            "shop",
+            "[{name: public}]",
+            "[{backendRefs: [{name: productpage, namespace: bookinfo, port: 9080}]}]",
+        );
+    let cases = [
+        ("no grant", String::new(), false),
+        (
+            "grant for every Service",
+            reference_grant("bookinfo", "HTTPRoute", "edge", None),
+            true,
+        ),
+        (
+            "grant naming the Service",
+            reference_grant("bookinfo", "HTTPRoute", "edge", Some("productpage")),
+            true,
+        ),
+        (
+            "grant naming another Service",
+            reference_grant("bookinfo", "HTTPRoute", "edge", Some("reviews")),
+            false,
+        ),
+        (
+            "grant for another route kind",
+            reference_grant("bookinfo", "GRPCRoute", "edge", None),
+            false,
+        ),
+        (
+            "grant from another namespace",
+            reference_grant("bookinfo", "HTTPRoute", "other", None),
+            false,
+        ),
+        (
+            "grant in the route's namespace",
+            reference_grant("edge", "HTTPRoute", "edge", None),
+            false,
+        ),
+        (
+            "grant to another kind",
+            reference_grant("bookinfo", "HTTPRoute", "edge", None)
+                .replace("kind: Service", "kind: Secret"),
+            false,
+        ),
+    ];
+    for (case, grant, exempt) in cases {
+        let v = productpage(&snap(&(base.clone() + &grant)), &settings(), "ISTIO_MUTUAL");
+        let want = exempt
+            .then(|| {
+                gateway_exemption(
+                    (ObjectKind::HTTPRoute, "edge", "shop"),
+                    ("edge", "public"),
+                    ENVOY,
+                )
+            })
+            .flatten();
+        assert_eq!(at(&v, 9080).exemption, want, "{case}");
+    }
+}
+
+#[test]
+fn s4c_istio_class_and_other_classes() {
+    // "whose spec.gatewayClassName names a GatewayClass whose spec.controllerName is not a
+    // mesh controller ... every controllerName that starts with istio.io/".
+    for (controller, exempt) in [
+        (ENVOY, true),
+        ("k8s.io/ingress-nginx", true),
+        ("openshift.io/gateway-controller/v1", true),
+        ("istio.io/gateway-controller", false),
+        ("istio.io/mesh-controller", false),
+        ("istio.io/unmanaged-gateway", false),
+        // Only the prefix counts, not a look-alike.
+        ("example.com/istio.io/gateway", true),
+    ] {
+        let y = bookinfo_strict()
+            + &gateway_class("cls", controller)
+            + &gateway("bookinfo", "public", "cls", HTTP_LISTENER)
+            + &http_route(
+                "bookinfo",
+                "front",
+                "bookinfo",
+                "public",
+                "productpage",
+                9080,
+            );
+        assert_eq!(productpage_exempt(&y, &settings()), exempt, "{controller}");
+    }
+}
+
+#[test]
+fn s4c_configured_mesh_controller() {
+    // "and the names given with --mesh-gateway-controller".
+    let y = bookinfo_strict()
+        + &gateway_class("openshift-default", "openshift.io/gateway-controller/v1")
+        + &gateway("bookinfo", "public", "openshift-default", HTTP_LISTENER)
+        + &http_route(
+            "bookinfo",
+            "front",
+            "bookinfo",
+            "public",
+            "productpage",
+            9080,
+        );
+    assert!(productpage_exempt(&y, &settings()));
+    let configured = Settings {
+        mesh_gateway_controllers: vec![
+            "example.com/other".into(),
+            "openshift.io/gateway-controller/v1".into(),
+        ],
+        ..Settings::default()
+    };
+    assert!(!productpage_exempt(&y, &configured));
+    // A route attached to a mesh Gateway and to a non-mesh one is exempt through the latter.
+    let both = y
+        + &gateway_class("envoy", ENVOY)
+        + &gateway("bookinfo", "edge", "envoy", HTTP_LISTENER)
+        + &route_in(
+            GW,
+            "HTTPRoute",
+            "bookinfo",
+            "front",
+            "[{name: public}, {name: edge}]",
+            "[{backendRefs: [{name: productpage, port: 9080}]}]",
+        );
+    let v = productpage(&snap(&both), &configured, "ISTIO_MUTUAL");
+    assert_eq!(
+        at(&v, 9080).exemption,
+        gateway_exemption(
+            (ObjectKind::HTTPRoute, "bookinfo", "front"),
+            ("bookinfo", "edge"),
+            ENVOY
+        )
+    );
+}
+
+#[test]
+fn s4c_service_parent_does_not_count() {
+    // "A parent that is a Service (mesh routing) ... does not count".
+    let y = bookinfo_with_gateway()
+        + &route_in(
+            GW,
+            "HTTPRoute",
+            "bookinfo",
+            "reviews",
+            "[{group: \"\", kind: Service, name: productpage}]",
+            "[{backendRefs: [{name: productpage, port: 9080}]}]",
+        );
+    assert!(!productpage_exempt(&y, &settings()));
+    // Another kind in the Gateway API group is not a Gateway either.
+    let y = y.replace("group: \"\", kind: Service", "kind: ListenerSet");
+    assert!(!productpage_exempt(&y, &settings()));
+}
+
+#[test]
+fn s4c_missing_gateway_or_class_does_not_count() {
+    // "a missing Gateway or GatewayClass does not count either".
+    let route = http_route(
+        "bookinfo",
+        "front",
+        "bookinfo",
+        "public",
+        "productpage",
+        9080,
+    );
+    let no_gateway = bookinfo_strict() + &gateway_class("envoy", ENVOY) + &route;
+    assert!(!productpage_exempt(&no_gateway, &settings()));
+    let no_class =
+        bookinfo_strict() + &gateway("bookinfo", "public", "envoy", HTTP_LISTENER) + &route;
+    assert!(!productpage_exempt(&no_class, &settings()));
+    // The same Gateway name in another namespace is another Gateway.
+    let elsewhere = bookinfo_strict()
+        + &gateway_class("envoy", ENVOY)
+        + &gateway(
+            "edge",
+            "public",
+            "envoy",
+            "[{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}]",
+        )
+        + &route;
+    assert!(!productpage_exempt(&elsewhere, &settings()));
+}
+
+#[test]
+fn s4c_tls_and_tcp_routes_in_both_versions() {
+    // "HTTPRoute, GRPCRoute, TLSRoute or TCPRoute (gateway.networking.k8s.io, any served
+    // version)"; TLSRoute and TCPRoute went from v1alpha2 through v1alpha3 to v1. Default
+    // kinds: "TLSRoute for TLS, TCPRoute for TCP".
+    let listeners = "[{name: tls, port: 443, protocol: TLS, tls: {mode: Passthrough}}, {name: tcp, port: 5432, protocol: TCP}]";
+    let base = bookinfo_strict()
+        + &gateway_class("envoy", ENVOY)
+        + &gateway("bookinfo", "l4", "envoy", listeners);
+    let backends = "[{backendRefs: [{name: productpage, port: 9080}]}]";
+    for version in ["v1", "v1alpha2", "v1alpha3"] {
+        let api = format!("gateway.networking.k8s.io/{version}");
+        for (kind, object_kind) in [
+            ("TLSRoute", ObjectKind::TLSRoute),
+            ("TCPRoute", ObjectKind::TCPRoute),
+        ] {
+            let y =
+                base.clone() + &route_in(&api, kind, "bookinfo", "l4", "[{name: l4}]", backends);
+            let v = productpage(&snap(&y), &settings(), "ISTIO_MUTUAL");
+            assert_eq!(
+                at(&v, 9080).exemption,
+                gateway_exemption((object_kind, "bookinfo", "l4"), ("bookinfo", "l4"), ENVOY),
+                "{kind} {version}"
+            );
+            // Pinned to a listener of the other protocol: not admitted.
+            let other = if kind == "TLSRoute" { "tcp" } else { "tls" };
+            let y = base.clone()
+                + &route_in(
+                    &api,
+                    kind,
+                    "bookinfo",
+                    "l4",
+                    &format!("[{{name: l4, sectionName: {other}}}]"),
+                    backends,
+                );
+            assert!(
+                !productpage_exempt(&y, &settings()),
+                "{kind} {version} on {other}"
+            );
+        }
+    }
+    // GRPCRoute on an HTTP listener, by default.
+    let y = bookinfo_with_gateway()
+        + &route_in(
+            GW,
+            "GRPCRoute",
+            "bookinfo",
+            "rpc",
+            "[{name: public}]",
+            backends,
+        );
+    assert!(productpage_exempt(&y, &settings()));
+}
+
+#[test]
+fn s4c_weight_zero_does_not_count() {
+    // "backends of weight 0 carry no traffic and do not count".
+    let rules = |w: &str| {
+        format!("[{{backendRefs: [{{name: reviews, port: 9080}}, {{name: productpage, port: 9080{w}}}]}}]")
+    };
+    for (weight, exempt) in [("", true), (", weight: 1", true), (", weight: 0", false)] {
+        let y = bookinfo_with_gateway()
+            + &route_in(
+                GW,
+                "HTTPRoute",
+                "bookinfo",
+                "front",
+                "[{name: public}]",
+                &rules(weight),
+            );
+        assert_eq!(productpage_exempt(&y, &settings()), exempt, "{weight}");
+    }
+}
+
+#[test]
+fn s4c_request_mirror_backend_counts() {
+    // "the backend of an HTTPRoute RequestMirror filter does (mirrored requests arrive in
+    // plaintext too)": on a rule, and on a backend.
+    let mirror =
+        "{type: RequestMirror, requestMirror: {backendRef: {name: productpage, port: 9080}}}";
+    let on_rule =
+        format!("[{{filters: [{mirror}], backendRefs: [{{name: reviews, port: 9080}}]}}]");
+    let on_backend =
+        format!("[{{backendRefs: [{{name: reviews, port: 9080, filters: [{mirror}]}}]}}]");
+    // A backend of weight 0 gets no requests, so it mirrors none (docs/architecture.md).
+    let on_idle_backend = format!("[{{backendRefs: [{{name: details, port: 9080}}, {{name: reviews, port: 9080, weight: 0, filters: [{mirror}]}}]}}]");
+    // Another filter type names no backend.
+    let other_filter = "[{filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x, value: productpage}]}}], backendRefs: [{name: reviews, port: 9080}]}]".to_string();
+    for (rules, exempt) in [
+        (on_rule, true),
+        (on_backend, true),
+        (on_idle_backend, false),
+        (other_filter, false),
+    ] {
+        let y = bookinfo_with_gateway()
+            + &route_in(
+                GW,
+                "HTTPRoute",
+                "bookinfo",
+                "front",
+                "[{name: public}]",
+                &rules,
+            );
+        assert_eq!(productpage_exempt(&y, &settings()), exempt, "{rules}");
+    }
+}
+
+#[test]
+fn s4c_allowed_routes_namespaces() {
+    // "a listener's allowedRoutes.namespaces.from (default Same; All; Selector over the route
+    // namespace's labels) must admit the route's namespace".
+    let listener = |allowed: &str| format!("[{{name: http, port: 80, protocol: HTTP{allowed}}}]");
+    let route = http_route("bookinfo", "front", "edge", "public", "productpage", 9080);
+    let labelled_ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: bookinfo, labels: {shared-gateway: \"true\"}}\n---\n";
+    let cases = [
+        ("default (Same)", "", false, false),
+        ("Same", ", allowedRoutes: {namespaces: {from: Same}}", false, false),
+        ("All", ", allowedRoutes: {namespaces: {from: All}}", true, true),
+        (
+            "Selector by label",
+            ", allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {shared-gateway: \"true\"}}}}",
+            true,
+            false,
+        ),
+        (
+            "Selector by expression",
+            ", allowedRoutes: {namespaces: {from: Selector, selector: {matchExpressions: [{key: shared-gateway, operator: Exists}]}}}",
+            true,
+            false,
+        ),
+        (
+            // The API server labels every Namespace with its name.
+            "Selector by name label",
+            ", allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {kubernetes.io/metadata.name: bookinfo}}}}",
+            true,
+            true,
+        ),
+        ("Selector without selector", ", allowedRoutes: {namespaces: {from: Selector}}", false, false),
+    ];
+    for (case, allowed, with_label, without_label) in cases {
+        let base = gateway_class("envoy", ENVOY)
+            + &gateway("edge", "public", "envoy", &listener(allowed))
+            + &route;
+        let labelled = labelled_ns.to_string()
+            + &svc("bookinfo", "productpage", "[{name: http, port: 9080}]")
+            + &policy("bookinfo", "default", STRICT)
+            + &base;
+        let unlabelled = bookinfo_strict() + &base;
+        assert_eq!(
+            productpage_exempt(&labelled, &settings()),
+            with_label,
+            "{case}, labelled"
+        );
+        assert_eq!(
+            productpage_exempt(&unlabelled, &settings()),
+            without_label,
+            "{case}, unlabelled"
+        );
+    }
+    // Same admits a route in the Gateway's own namespace.
+    let y = bookinfo_with_gateway()
+        + &http_route(
+            "bookinfo",
+            "front",
+            "bookinfo",
+            "public",
+            "productpage",
+            9080,
+        );
+    assert!(productpage_exempt(&y, &settings()));
+}
+
+#[test]
+fn s4c_allowed_routes_kinds() {
+    // "and its allowedRoutes.kinds (default: HTTPRoute and GRPCRoute for HTTP and HTTPS
+    // listeners, TLSRoute for TLS, TCPRoute for TCP) the route's kind".
+    let route = http_route(
+        "bookinfo",
+        "front",
+        "bookinfo",
+        "public",
+        "productpage",
+        9080,
+    );
+    for (listener, exempt) in [
+        ("{name: l, port: 80, protocol: HTTP}", true),
+        ("{name: l, port: 443, protocol: HTTPS}", true),
+        ("{name: l, port: 443, protocol: TLS}", false),
+        ("{name: l, port: 5432, protocol: TCP}", false),
+        ("{name: l, port: 53, protocol: UDP}", false),
+        ("{name: l, port: 80, protocol: HTTP, allowedRoutes: {kinds: [{kind: GRPCRoute}]}}", false),
+        ("{name: l, port: 80, protocol: HTTP, allowedRoutes: {kinds: [{kind: GRPCRoute}, {kind: HTTPRoute}]}}", true),
+        ("{name: l, port: 80, protocol: HTTP, allowedRoutes: {kinds: [{group: gateway.networking.k8s.io, kind: HTTPRoute}]}}", true),
+        ("{name: l, port: 80, protocol: HTTP, allowedRoutes: {kinds: [{group: example.com, kind: HTTPRoute}]}}", false),
+        // An empty list means the protocol's kinds.
+        ("{name: l, port: 80, protocol: HTTP, allowedRoutes: {kinds: []}}", true),
+        // Listed kinds override the protocol's.
+        ("{name: l, port: 5432, protocol: TCP, allowedRoutes: {kinds: [{kind: HTTPRoute}]}}", true),
+    ] {
+        let y = bookinfo_strict()
+            + &gateway_class("envoy", ENVOY)
+            + &gateway("bookinfo", "public", "envoy", &format!("[{listener}]"))
+            + &route;
+        assert_eq!(productpage_exempt(&y, &settings()), exempt, "{listener}");
+    }
+}
+
+#[test]
+fn s4c_section_name_and_port_pick_listeners() {
+    // "the parentRef's sectionName and port, where given, pick the listeners".
+    let listeners = "[{name: internal, port: 80, protocol: HTTP}, {name: public, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}]";
+    let base = bookinfo_strict()
+        + &gateway_class("envoy", ENVOY)
+        + &gateway("edge", "public", "envoy", listeners);
+    for (parent, exempt) in [
+        ("{name: public, namespace: edge}", true),
+        ("{name: public, namespace: edge, sectionName: public}", true),
+        (
+            "{name: public, namespace: edge, sectionName: internal}",
+            false,
+        ),
+        (
+            "{name: public, namespace: edge, sectionName: missing}",
+            false,
+        ),
+        ("{name: public, namespace: edge, port: 8080}", true),
+        ("{name: public, namespace: edge, port: 80}", false),
+        (
+            "{name: public, namespace: edge, sectionName: public, port: 8080}",
+            true,
+        ),
+        (
+            "{name: public, namespace: edge, sectionName: public, port: 80}",
+            false,
+        ),
+    ] {
+        let y = base.clone()
+            + &route_in(
+                GW,
+                "HTTPRoute",
+                "bookinfo",
+                "front",
+                &format!("[{parent}]"),
+                "[{backendRefs: [{name: productpage, port: 9080}]}]",
+            );
+        assert_eq!(productpage_exempt(&y, &settings()), exempt, "{parent}");
+    }
+}
+
+#[test]
+fn s4c_route_status_accepted_false_is_not_attached() {
+    // "a route status that says the parent did not accept it (Accepted: False) also means not
+    // attached". Exported objects carry their status in files too (docs/architecture.md).
+    let status = |parent: &str, accepted: &str| {
+        format!("status:\n  parents:\n  - parentRef: {parent}\n    controllerName: {ENVOY}\n    conditions: [{{type: Accepted, status: \"{accepted}\", reason: NotAllowedByListeners}}]\n")
+    };
+    let route = http_route(
+        "bookinfo",
+        "front",
+        "bookinfo",
+        "public",
+        "productpage",
+        9080,
+    );
+    let route = route.trim_end_matches("---\n");
+    for (status, exempt) in [
+        (status("{group: gateway.networking.k8s.io, kind: Gateway, name: public, namespace: bookinfo}", "False"), false),
+        (status("{name: public, namespace: bookinfo}", "False"), false),
+        (status("{name: public, namespace: bookinfo}", "True"), true),
+        (status("{name: public, namespace: bookinfo}", "Unknown"), true),
+        (status("{name: other, namespace: bookinfo}", "False"), true),
+        (status("{name: public, namespace: bookinfo, sectionName: http}", "False"), true),
+    ] {
+        let y = bookinfo_with_gateway() + route + &status;
+        assert_eq!(productpage_exempt(&y, &settings()), exempt, "{status}");
+    }
+}
+
+#[test]
+fn open_gateway_route_named_before_ingress() {
+    // docs/architecture.md: a port exempt by both (c) and (a) names the route (it names the
+    // exact port and holds with or without the Istio ingress gateway); (b) still comes first.
+    let y = bookinfo_with_gateway()
+        + &ingress("bookinfo", "gateway", Some("nginx"), None, "productpage")
+        + &http_route(
+            "bookinfo",
+            "front",
+            "bookinfo",
+            "public",
+            "productpage",
+            9080,
+        );
+    let v = productpage(&snap(&y), &settings(), "ISTIO_MUTUAL");
+    assert_eq!(
+        at(&v, 9080).exemption,
+        gateway_exemption(
+            (ObjectKind::HTTPRoute, "bookinfo", "front"),
+            ("bookinfo", "public"),
+            ENVOY
+        )
+    );
+    let y = y + &policy(
+        "bookinfo",
+        "disable-mtls-productpage",
+        "{targets: [{name: productpage}], peers: []}",
+    );
+    let v = productpage(&snap(&y), &settings(), "ISTIO_MUTUAL");
+    assert!(matches!(
+        at(&v, 9080).exemption,
+        Some(Exemption::Targeted { .. })
+    ));
+}
+
+#[test]
+fn s5_gateway_exempt_permissive_requires_any() {
+    // Section 5's changed row holds for case (c) as for (a).
+    let y = bookinfo()
+        + &policy("bookinfo", "default", PERMISSIVE)
+        + &gateway_class("envoy", ENVOY)
+        + &gateway("bookinfo", "public", "envoy", HTTP_LISTENER)
+        + &http_route(
+            "bookinfo",
+            "front",
+            "bookinfo",
+            "public",
+            "productpage",
+            9080,
+        );
+    let v = productpage(&snap(&y), &settings(), "ISTIO_MUTUAL");
+    let f = at(&v, 9080);
+    assert!(matches!(f.exemption, Some(Exemption::Gateway { .. })));
+    assert_eq!(
+        (f.required.clone(), f.outcome.clone()),
+        (Required::Any, Outcome::Ok)
+    );
+    assert!(codes(&v).is_empty());
+}
+
+// ---------------------------------------------------------------------------
 // Section 5: required client mode and verdicts
 // ---------------------------------------------------------------------------
 
 #[test]
-fn s5_required_exempt_is_disable() {
-    // "S:P exempt | DISABLE (the tutorial's choice, even where the server would also accept mTLS)".
-    for server in [STRICT, PERMISSIVE] {
+fn s5_required_exempt_strict_or_plaintext_is_disable() {
+    // "S:P exempt, server STRICT or PLAINTEXT | DISABLE (the tutorial's choice)".
+    for server in [STRICT, PLAINTEXT] {
         let s = snap(
             &(bookinfo()
                 + &policy("bookinfo", "default", server)
                 + &ingress("bookinfo", "g", Some("nginx"), None, "productpage")),
         );
         let v = productpage(&s, &settings(), "ISTIO_MUTUAL");
+        assert!(at(&v, 9080).exemption.is_some(), "{server}");
         assert_eq!(at(&v, 9080).required, Required::Mode(DISABLE), "{server}");
+        assert_eq!(at(&v, 9080).outcome, Outcome::Patch(DISABLE), "{server}");
     }
-    // ... and with nothing deciding at all.
-    let s = snap(&(bookinfo() + &ingress("bookinfo", "g", Some("nginx"), None, "productpage")));
-    let v = productpage(&s, &settings(), "ISTIO_MUTUAL");
-    assert_eq!(at(&v, 9080).server.mode, ServerMode::None);
-    assert_eq!(at(&v, 9080).required, Required::Mode(DISABLE));
+}
+
+#[test]
+fn s5_required_exempt_permissive_or_none_is_any() {
+    // "S:P exempt, server PERMISSIVE or NONE | any: such a server takes the mesh's mTLS and
+    // the ingress's plaintext alike, so DISABLE would only downgrade the mesh's own callers".
+    // This row changed: an exempt port used to require DISABLE whatever its server side.
+    let exposed = ingress("bookinfo", "g", Some("nginx"), None, "productpage");
+    for (server, mode) in [
+        (
+            policy("bookinfo", "default", PERMISSIVE),
+            ServerMode::Permissive,
+        ),
+        (String::new(), ServerMode::None),
+    ] {
+        let s = snap(&(bookinfo() + &server + &exposed));
+        for client in ["ISTIO_MUTUAL", "DISABLE", "SIMPLE"] {
+            let v = productpage(&s, &settings(), client);
+            let f = at(&v, 9080);
+            assert_eq!(f.server.mode, mode);
+            assert!(f.exemption.is_some(), "{mode} {client}");
+            assert_eq!(f.required, Required::Any, "{mode} {client}");
+            assert_eq!(f.outcome, Outcome::Ok, "{mode} {client}: no patch");
+            assert!(!v.has_change() && !v.has_conflict());
+        }
+        let v = judge_in(&s, &settings(), &rule_without_tls("productpage"));
+        assert_eq!(at(&v, 9080).outcome, Outcome::Ok, "UNSET: nothing to fill");
+        // Nothing to warn about either: the server side already takes the ingress's plaintext.
+        assert!(codes(&v).is_empty(), "{:?}", v.warnings);
+    }
 }
 
 #[test]

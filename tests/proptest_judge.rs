@@ -516,14 +516,16 @@ fn exercise(v: &Verdict, rule: &DestinationRule) {
 /// Contract section 5, both tables, as an oracle.
 fn check_tables(v: &Verdict, auto_mtls: bool) -> Result<(), TestCaseError> {
     for f in &v.findings {
-        let required = if f.exemption.is_some() {
-            Required::Mode(ClientMode::Disable)
-        } else {
-            match f.server.mode {
-                ServerMode::Strict => Required::Mode(ClientMode::IstioMutual),
-                ServerMode::Plaintext => Required::Mode(ClientMode::Disable),
-                ServerMode::Permissive | ServerMode::None => Required::Any,
+        // The first table, first matching row: an exempt port needs DISABLE only where
+        // the server is STRICT or PLAINTEXT; PERMISSIVE or NONE takes anything.
+        let required = match (f.exemption.is_some(), f.server.mode) {
+            (true, ServerMode::Strict | ServerMode::Plaintext) => {
+                Required::Mode(ClientMode::Disable)
             }
+            (true, ServerMode::Permissive | ServerMode::None) => Required::Any,
+            (false, ServerMode::Strict) => Required::Mode(ClientMode::IstioMutual),
+            (false, ServerMode::Plaintext) => Required::Mode(ClientMode::Disable),
+            (false, ServerMode::Permissive | ServerMode::None) => Required::Any,
         };
         prop_assert_eq!(&f.required, &required);
         let want = match (&required, &f.client) {

@@ -76,6 +76,11 @@ pub struct SettingsArgs {
     /// mtls-guard.io/mode label overrides it).
     #[arg(long, default_value = "enforce", env = "MTLS_GUARD_MODE")]
     pub mode: Mode,
+    /// A GatewayClass controllerName that belongs to the mesh, besides every
+    /// istio.io/... one (repeatable; e.g. openshift.io/gateway-controller/v1): Gateways
+    /// of its classes exempt no backend from mutual TLS.
+    #[arg(long = "mesh-gateway-controller", value_name = "NAME")]
+    pub mesh_gateway_controllers: Vec<String>,
 }
 
 impl From<SettingsArgs> for Settings {
@@ -87,6 +92,7 @@ impl From<SettingsArgs> for Settings {
             ingress_gateway: a.ingress_gateway,
             ingress_services: a.ingress_services,
             mode: a.mode,
+            mesh_gateway_controllers: a.mesh_gateway_controllers,
         }
     }
 }
@@ -111,6 +117,10 @@ mod tests {
             "--ingress-service",
             "shop/web",
             "--auto-mtls",
+            "--mesh-gateway-controller",
+            "openshift.io/gateway-controller/v1",
+            "--mesh-gateway-controller",
+            "example.com/mesh",
             "files",
         ])
         .unwrap();
@@ -125,5 +135,9 @@ mod tests {
             vec![("shop".to_string(), "web".to_string())]
         );
         assert_eq!(options.settings.root_namespace, "istio-system");
+        assert_eq!(
+            options.settings.mesh_gateway_controllers,
+            ["openshift.io/gateway-controller/v1", "example.com/mesh"]
+        );
     }
 }

@@ -1,6 +1,7 @@
-//! The ingress exemption (contract section 4).
+//! The ingress exemption (contract section 4, cases (a), (b) and (c)).
 
 use super::server::{Level, ServerDecision, ServerMode};
+use crate::gateway::is_mesh_controller;
 use crate::model::ObjectRef;
 use crate::settings::{IngressGateway, Settings};
 use crate::snapshot::{Snapshot, INGRESS_EXPOSED_ANNOTATION};
@@ -22,6 +23,17 @@ pub enum Exemption {
     Ingress(IngressVia),
     /// (b): a targeted PLAINTEXT setting (service, service-port, workload or workload-port level).
     Targeted { object: ObjectRef, level: Level },
+    /// (c): the port is a backend of a Gateway API route attached to a Gateway whose
+    /// class's controller is not the mesh's.
+    Gateway {
+        port: u32,
+        /// The route, shown as `Kind namespace/name`.
+        route: ObjectRef,
+        /// The Gateway, shown as `Gateway namespace/name`.
+        gateway: ObjectRef,
+        /// Its GatewayClass's `controllerName`.
+        controller: String,
+    },
 }
 
 impl Exemption {
@@ -42,6 +54,14 @@ impl Exemption {
             Exemption::Targeted { object, level } => {
                 format!("{object} exempts {service} from mutual TLS ({level} level)")
             }
+            Exemption::Gateway {
+                port,
+                route,
+                gateway,
+                controller,
+            } => format!(
+                "{service} port {port} is a backend of {route} on {gateway}, whose controller {controller} is not the mesh's, so it is exempt from mutual TLS"
+            ),
         }
     }
 }
@@ -57,14 +77,17 @@ pub fn ingress_gateway_present(snapshot: &Snapshot, settings: &Settings) -> bool
     }
 }
 
-/// The exemption of service `namespace/name` at a port whose server side is `server`.
-/// A targeted exemption (b) is named first: it is the one the server side agrees with.
+/// The exemption of service `namespace/name` at port `port` (`None`: the other ports
+/// of an unknown service) whose server side is `server`. A targeted exemption (b) is
+/// named first: it is the one the server side agrees with; then (c), which names the
+/// exact route and port and holds whether or not an Istio ingress gateway exists; then (a).
 pub fn exemption(
     snapshot: &Snapshot,
     settings: &Settings,
     gateway_present: bool,
     namespace: &str,
     name: &str,
+    port: Option<u32>,
     server: &ServerDecision,
 ) -> Option<Exemption> {
     if let (ServerMode::Plaintext, Some(d)) = (server.mode, &server.decider) {
@@ -72,6 +95,21 @@ pub fn exemption(
             return Some(Exemption::Targeted {
                 object: d.object.clone(),
                 level: d.level,
+            });
+        }
+    }
+    if let Some(port) = port {
+        let via = snapshot
+            .gateway()
+            .backends(namespace, name, port)
+            .iter()
+            .find(|b| !is_mesh_controller(&b.controller, &settings.mesh_gateway_controllers));
+        if let Some(b) = via {
+            return Some(Exemption::Gateway {
+                port,
+                route: b.route.clone(),
+                gateway: b.gateway.clone(),
+                controller: b.controller.clone(),
             });
         }
     }

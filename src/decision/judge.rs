@@ -7,7 +7,7 @@ use super::server::{server_mode, ServerDecision, ServerMode, Subject};
 use super::verdict::{Finding, Outcome, PortScope, Required, Verdict, Warning, WarningCode};
 use crate::model::{DestinationRule, ObjectKind, ObjectRef};
 use crate::settings::Settings;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, TargetPort};
 
 /// Judges `rule` as admitted in `namespace` (the rule's own namespace when it has one).
 pub fn judge(
@@ -72,16 +72,30 @@ pub fn judge(
             ports.reserve_exact(scopes.len());
             for port in scopes {
                 let server = server_mode(snapshot, root, subject, &port, &mut warnings);
-                let ex = exemption(snapshot, settings, gateway, ns, name, &server);
-                if let (Some(Exemption::Ingress(_)), ServerMode::Strict) = (&ex, server.mode) {
-                    // (a) is the same for every port: warn once per deciding object.
+                let ex = exemption(
+                    snapshot,
+                    settings,
+                    gateway,
+                    ns,
+                    name,
+                    port.number(),
+                    &server,
+                );
+                let ingress = matches!(ex, Some(Exemption::Ingress(_) | Exemption::Gateway { .. }));
+                if ingress && server.mode == ServerMode::Strict {
+                    // (a) is the same for every port, (c) names its port: warn once per
+                    // exemption and deciding object.
                     let warned = ports.iter().any(|(_, s, e)| {
-                        matches!(e, Some(Exemption::Ingress(_)))
-                            && s.mode == ServerMode::Strict
-                            && s.decider == server.decider
+                        *e == ex && s.mode == ServerMode::Strict && s.decider == server.decider
                     });
                     if !warned {
-                        warnings.push(missing_server_exemption(ns, name, &server, &ex));
+                        let target = entry
+                            .and_then(|svc| svc.port(port.number()?))
+                            .and_then(|p| match p.target_port {
+                                TargetPort::Number(n) => Some(n),
+                                TargetPort::Name(_) => None,
+                            });
+                        warnings.push(missing_server_exemption(ns, name, &server, &ex, target));
                     }
                 }
                 ports.push((port, server, ex));
@@ -164,15 +178,16 @@ fn named_ports(rule: &DestinationRule) -> Vec<PortScope> {
         .collect()
 }
 
-/// The first table of section 5.
+/// The first table of section 5, first matching row. An exempt port needs DISABLE only
+/// where the server refuses one of its callers (STRICT: the ingress; PLAINTEXT: mTLS); a
+/// PERMISSIVE or unpoliced server takes both, and DISABLE would only downgrade the
+/// mesh's own callers.
 fn required_mode(server: &ServerDecision, ex: Option<&Exemption>) -> Required {
-    if ex.is_some() {
-        return Required::Mode(ClientMode::Disable);
-    }
-    match server.mode {
-        ServerMode::Strict => Required::Mode(ClientMode::IstioMutual),
-        ServerMode::Plaintext => Required::Mode(ClientMode::Disable),
-        ServerMode::Permissive | ServerMode::None => Required::Any,
+    match (ex.is_some(), server.mode) {
+        (true, ServerMode::Strict | ServerMode::Plaintext) => Required::Mode(ClientMode::Disable),
+        (_, ServerMode::Permissive | ServerMode::None) => Required::Any,
+        (false, ServerMode::Strict) => Required::Mode(ClientMode::IstioMutual),
+        (false, ServerMode::Plaintext) => Required::Mode(ClientMode::Disable),
     }
 }
 
@@ -187,26 +202,47 @@ fn outcome(client: &ClientMode, required: &Required, exempt: bool, auto_mtls: bo
     }
 }
 
+/// The warning for an exempt port (case (a) or (c)) whose server side is still STRICT;
+/// `target` is the port's numeric targetPort, when known (a PeerAuthentication's
+/// `portLevelMtls` is keyed by it).
 fn missing_server_exemption(
     namespace: &str,
     name: &str,
     server: &ServerDecision,
     ex: &Option<Exemption>,
+    target: Option<u32>,
 ) -> Warning {
     let decider = server
         .decider
         .as_ref()
         .map_or_else(|| "a policy".to_string(), |d| d.object.to_string());
-    let how = match server.decider.as_ref().map(|d| (d.object.kind, d.level)) {
+    // (c) exempts one port: the server-side exemption should cover that port only.
+    let gateway_port = match ex {
+        Some(Exemption::Gateway { port, .. }) => Some(*port),
+        _ => None,
+    };
+    let how = match (server.decider.as_ref().map(|d| (d.object.kind, d.level)), gateway_port) {
         // A targeted STRICT setting would still win over a newer exemption.
-        Some((_, level)) if level.is_targeted() => format!(
+        (Some((_, level)), _) if level.is_targeted() => format!(
             "change {decider}, which requires mutual TLS for {name} at {level} level"
         ),
-        Some((ObjectKind::PeerAuthentication, _)) => format!(
+        (Some((ObjectKind::PeerAuthentication, _)), None) => format!(
             "add a PeerAuthentication in {namespace} whose selector matches {name}'s pods with mtls mode DISABLE"
         ),
-        _ => format!(
+        (Some((ObjectKind::PeerAuthentication, _)), Some(port)) => {
+            let key = target.map_or_else(
+                || format!("the target port of {name} port {port}"),
+                |t| format!("`{t}`"),
+            );
+            format!(
+                "add a PeerAuthentication in {namespace} whose selector matches {name}'s pods with `portLevelMtls` mode PERMISSIVE on {key}"
+            )
+        }
+        (_, None) => format!(
             "apply a Policy such as `disable-mtls-productpage` in {namespace} with `targets: [{{name: {name}}}]` and `peers: []`"
+        ),
+        (_, Some(port)) => format!(
+            "apply a Policy in {namespace} with `targets: [{{name: {name}, ports: [{{number: {port}}}]}}]` and `peers: []`"
         ),
     };
     let reason = ex.as_ref().map(|e| e.reason(name)).unwrap_or_default();

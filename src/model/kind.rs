@@ -5,6 +5,7 @@
 //! watching a cluster, the RBAC rules) reads [`KINDS`]. Adding a kind is one entry
 //! here, one [`ObjectKind`] variant and its typed model in [`super::MeshObject`].
 
+use super::gateway::{RouteKind, GATEWAY_GROUP};
 use super::{AuthPolicy, DestinationRule, MeshObject, PeerAuthentication};
 use serde_json::Value;
 use std::fmt;
@@ -19,6 +20,13 @@ pub enum ObjectKind {
     Ingress,
     IngressClass,
     Namespace,
+    HTTPRoute,
+    GRPCRoute,
+    TLSRoute,
+    TCPRoute,
+    Gateway,
+    GatewayClass,
+    ReferenceGrant,
 }
 
 /// How the API serves one kind, and how to read one of its objects.
@@ -117,6 +125,72 @@ pub static KINDS: &[KindInfo] = &[
         plural: "namespaces",
         namespaced: false,
         read: |v| serde_json::from_value(v).map(MeshObject::Namespace),
+    },
+    // Gateway API (contract section 4 (c)): every version a cluster may serve. TLSRoute
+    // and TCPRoute went from v1alpha2 through v1alpha3 to v1; the fields read did not
+    // change between versions.
+    KindInfo {
+        kind: ObjectKind::HTTPRoute,
+        name: "HTTPRoute",
+        group: GATEWAY_GROUP,
+        versions: &["v1alpha2", "v1beta1", "v1"],
+        plural: "httproutes",
+        namespaced: true,
+        read: |v| serde_json::from_value(v).map(|r| MeshObject::Route(RouteKind::Http, r)),
+    },
+    KindInfo {
+        kind: ObjectKind::GRPCRoute,
+        name: "GRPCRoute",
+        group: GATEWAY_GROUP,
+        versions: &["v1alpha2", "v1"],
+        plural: "grpcroutes",
+        namespaced: true,
+        read: |v| serde_json::from_value(v).map(|r| MeshObject::Route(RouteKind::Grpc, r)),
+    },
+    KindInfo {
+        kind: ObjectKind::TLSRoute,
+        name: "TLSRoute",
+        group: GATEWAY_GROUP,
+        versions: &["v1alpha2", "v1alpha3", "v1"],
+        plural: "tlsroutes",
+        namespaced: true,
+        read: |v| serde_json::from_value(v).map(|r| MeshObject::Route(RouteKind::Tls, r)),
+    },
+    KindInfo {
+        kind: ObjectKind::TCPRoute,
+        name: "TCPRoute",
+        group: GATEWAY_GROUP,
+        versions: &["v1alpha2", "v1alpha3", "v1"],
+        plural: "tcproutes",
+        namespaced: true,
+        read: |v| serde_json::from_value(v).map(|r| MeshObject::Route(RouteKind::Tcp, r)),
+    },
+    KindInfo {
+        kind: ObjectKind::Gateway,
+        name: "Gateway",
+        group: GATEWAY_GROUP,
+        versions: &["v1alpha2", "v1beta1", "v1"],
+        plural: "gateways",
+        namespaced: true,
+        read: |v| serde_json::from_value(v).map(MeshObject::Gateway),
+    },
+    KindInfo {
+        kind: ObjectKind::GatewayClass,
+        name: "GatewayClass",
+        group: GATEWAY_GROUP,
+        versions: &["v1alpha2", "v1beta1", "v1"],
+        plural: "gatewayclasses",
+        namespaced: false,
+        read: |v| serde_json::from_value(v).map(MeshObject::GatewayClass),
+    },
+    KindInfo {
+        kind: ObjectKind::ReferenceGrant,
+        name: "ReferenceGrant",
+        group: GATEWAY_GROUP,
+        versions: &["v1alpha2", "v1beta1", "v1"],
+        plural: "referencegrants",
+        namespaced: true,
+        read: |v| serde_json::from_value(v).map(MeshObject::ReferenceGrant),
     },
 ];
 

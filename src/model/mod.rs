@@ -7,6 +7,7 @@
 
 mod destination_rule;
 mod kind;
+pub mod gateway;
 mod object;
 mod peer_authentication;
 mod policy;

@@ -1,5 +1,6 @@
 //! One enum over every kind of object the snapshot holds, read from JSON.
 
+use super::gateway::{Gateway, GatewayClass, ReferenceGrant, Route, RouteKind};
 use super::{AuthPolicy, DestinationRule, ObjectKind, PeerAuthentication};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
@@ -17,6 +18,11 @@ pub enum MeshObject {
     Ingress(Box<Ingress>),
     IngressClass(Box<IngressClass>),
     Namespace(Box<Namespace>),
+    /// An HTTPRoute, GRPCRoute, TLSRoute or TCPRoute.
+    Route(RouteKind, Box<Route>),
+    Gateway(Box<Gateway>),
+    GatewayClass(Box<GatewayClass>),
+    ReferenceGrant(Box<ReferenceGrant>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +72,10 @@ impl MeshObject {
             MeshObject::Ingress(_) => ObjectKind::Ingress,
             MeshObject::IngressClass(_) => ObjectKind::IngressClass,
             MeshObject::Namespace(_) => ObjectKind::Namespace,
+            MeshObject::Route(kind, _) => kind.object_kind(),
+            MeshObject::Gateway(_) => ObjectKind::Gateway,
+            MeshObject::GatewayClass(_) => ObjectKind::GatewayClass,
+            MeshObject::ReferenceGrant(_) => ObjectKind::ReferenceGrant,
         }
     }
 }
