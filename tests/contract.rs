@@ -2852,20 +2852,20 @@ fn s4c_allowed_routes_namespaces() {
     // namespace's labels) must admit the route's namespace".
     let listener = |allowed: &str| format!("[{{name: http, port: 80, protocol: HTTP{allowed}}}]");
     let route = http_route("bookinfo", "front", "edge", "public", "productpage", 9080);
-    let labelled_ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: bookinfo, labels: {shared-gateway: \"true\"}}\n---\n";
+    let labelled_ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: bookinfo, labels: {gateway-access: \"true\"}}\n---\n";
     let cases = [
         ("default (Same)", "", false, false),
         ("Same", ", allowedRoutes: {namespaces: {from: Same}}", false, false),
         ("All", ", allowedRoutes: {namespaces: {from: All}}", true, true),
         (
             "Selector by label",
-            ", allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {shared-gateway: \"true\"}}}}",
+            ", allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {gateway-access: \"true\"}}}}",
             true,
             false,
         ),
         (
             "Selector by expression",
-            ", allowedRoutes: {namespaces: {from: Selector, selector: {matchExpressions: [{key: shared-gateway, operator: Exists}]}}}",
+            ", allowedRoutes: {namespaces: {from: Selector, selector: {matchExpressions: [{key: gateway-access, operator: Exists}]}}}",
             true,
             false,
         ),
