@@ -2536,7 +2536,7 @@ fn s4c_missing_server_exemption_names_route_gateway_and_port() {
     let msg = warning(&v, WarningCode::MissingServerExemption);
     assert!(
         msg.contains("PeerAuthentication bookinfo/default still requires")
-            && msg.ends_with("whose selector matches productpage's pods with `portLevelMtls` mode PERMISSIVE on `8080`"),
+            && msg.ends_with("whose selector matches productpage's pods with `portLevelMtls: {8080: {mode: PERMISSIVE}}`"),
         "{msg}"
     );
     // The server-side exemption applied (PERMISSIVE on that port): no warning, and by

@@ -502,3 +502,54 @@ spec:
     let answer: Value = serde_json::from_slice(&out.body).unwrap();
     assert!(answer["response"].get("patch").is_none(), "{answer}");
 }
+
+#[test]
+fn example_gateway_objects_fit_the_crd_schemas() {
+    // examples/bookinfo-gateway holds what a user would apply: each Gateway API object in it
+    // validates against its CRD's v1 schema (tests/fixtures/crds, derived from the CRDs).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bookinfo-gateway");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let object: Value = serde::Deserialize::deserialize(doc).unwrap();
+            let api = object["apiVersion"].as_str().unwrap_or_default();
+            let Some(version) = api.strip_prefix("gateway.networking.k8s.io/") else {
+                continue;
+            };
+            let plural = format!("{}s", object["kind"].as_str().unwrap().to_ascii_lowercase())
+                .replace("classs", "classes");
+            let schemas: Value = serde_json::from_slice(
+                &std::fs::read(
+                    fixtures("crds").join(format!("{plural}.gateway.networking.k8s.io.json")),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            let validator = jsonschema::options()
+                .with_draft(jsonschema::Draft::Draft4)
+                .build(&schemas[version])
+                .unwrap();
+            let errors: Vec<String> = validator
+                .iter_errors(&object)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 3, "GatewayClass, Gateway, HTTPRoute");
+    // The check can fail: a listener without a port does not fit.
+    let schemas: Value = serde_json::from_slice(
+        &std::fs::read(fixtures("crds").join("gateways.gateway.networking.k8s.io.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft4)
+        .build(&schemas["v1"])
+        .unwrap();
+    let broken = serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "g"}, "spec": {"gatewayClassName": "envoy", "listeners": [{"name": "http", "protocol": "HTTP"}]}});
+    assert!(!validator.is_valid(&broken));
+}

@@ -230,12 +230,12 @@ fn missing_server_exemption(
             "add a PeerAuthentication in {namespace} whose selector matches {name}'s pods with mtls mode DISABLE"
         ),
         (Some((ObjectKind::PeerAuthentication, _)), Some(port)) => {
-            let key = target.map_or_else(
-                || format!("the target port of {name} port {port}"),
-                |t| format!("`{t}`"),
+            let entry = target.map_or_else(
+                || format!("`portLevelMtls` mode PERMISSIVE on the target port of {name} port {port}"),
+                |t| format!("`portLevelMtls: {{{t}: {{mode: PERMISSIVE}}}}`"),
             );
             format!(
-                "add a PeerAuthentication in {namespace} whose selector matches {name}'s pods with `portLevelMtls` mode PERMISSIVE on {key}"
+                "add a PeerAuthentication in {namespace} whose selector matches {name}'s pods with {entry}"
             )
         }
         (_, None) => format!(
