@@ -29,9 +29,7 @@ impl RouteKind {
     pub fn as_str(self) -> &'static str {
         self.object_kind().name()
     }
-}
 
-impl RouteKind {
     pub fn object_kind(self) -> ObjectKind {
         match self {
             RouteKind::Http => ObjectKind::HTTPRoute,

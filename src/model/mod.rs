@@ -6,8 +6,8 @@
 //! dropping fields this model does not know.
 
 mod destination_rule;
-mod kind;
 pub mod gateway;
+mod kind;
 mod object;
 mod peer_authentication;
 mod policy;
