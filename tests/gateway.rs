@@ -306,7 +306,7 @@ fn via(s: &Snapshot, host: &str, port: u32) -> Option<(ObjectRef, ObjectRef)> {
 #[test]
 fn captured_gateway_api_world_through_the_loader() {
     let public = oref(ObjectKind::Gateway, "gw-capture", "public");
-    let http = |ns: &str, name: &str| oref(ObjectKind::HttpRoute, ns, name);
+    let http = |ns: &str, name: &str| oref(ObjectKind::HTTPRoute, ns, name);
 
     // After 62: every create and the update of HTTPRoute productpage (48: reviews added).
     let dir = tempfile::tempdir().unwrap();
@@ -329,7 +329,7 @@ fn captured_gateway_api_world_through_the_loader() {
     assert_eq!(
         via(&s, "ratings", 9080),
         Some((
-            oref(ObjectKind::GrpcRoute, "bookinfo-gw", "ratings-grpc"),
+            oref(ObjectKind::GRPCRoute, "bookinfo-gw", "ratings-grpc"),
             public.clone()
         ))
     );
@@ -369,12 +369,12 @@ fn apiserver_lists_and_watch_read() {
     ])
     .expect("loads");
     let kinds: Vec<ObjectKind> = loaded.objects.iter().map(MeshObject::kind).collect();
-    assert!(kinds.contains(&ObjectKind::HttpRoute), "{kinds:?}");
+    assert!(kinds.contains(&ObjectKind::HTTPRoute), "{kinds:?}");
     assert!(kinds.contains(&ObjectKind::Gateway), "{kinds:?}");
     assert!(
         kinds
             .iter()
-            .all(|k| matches!(k, ObjectKind::HttpRoute | ObjectKind::Gateway)),
+            .all(|k| matches!(k, ObjectKind::HTTPRoute | ObjectKind::Gateway)),
         "{kinds:?}"
     );
     // The watch stream: each event's object reads.
@@ -384,7 +384,7 @@ fn apiserver_lists_and_watch_read() {
     for line in watch.lines().filter(|l| !l.trim().is_empty()) {
         let event: Value = serde_json::from_str(line).unwrap();
         if event["object"]["kind"] == "HTTPRoute" {
-            assert_eq!(read(&event["object"]).kind(), ObjectKind::HttpRoute);
+            assert_eq!(read(&event["object"]).kind(), ObjectKind::HTTPRoute);
             n += 1;
         }
     }
