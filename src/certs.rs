@@ -24,6 +24,9 @@ use time::{Duration, OffsetDateTime};
 pub const CA_CERT_FILE: &str = "ca.crt";
 pub const CERT_FILE: &str = "tls.crt";
 pub const KEY_FILE: &str = "tls.key";
+/// Written by the `certs` command beside the others: `caBundle=BASE64` (a kustomize
+/// env file; `deploy/overlays/mtls-guard-certs` copies it into the webhook configurations).
+pub const CA_BUNDLE_ENV_FILE: &str = "ca-bundle.env";
 
 /// Default Service name and namespace of the webhook in a cluster.
 pub const DEFAULT_SERVICE: &str = "mtls-guard";
@@ -256,7 +259,7 @@ pub fn run(args: CertsOptions) -> ExitCode {
 
 fn run_inner(args: &CertsOptions) -> anyhow::Result<()> {
     if !args.force {
-        for name in [CA_CERT_FILE, CERT_FILE, KEY_FILE] {
+        for name in [CA_CERT_FILE, CERT_FILE, KEY_FILE, CA_BUNDLE_ENV_FILE] {
             let path = args.out.join(name);
             anyhow::ensure!(
                 !path.exists(),
@@ -274,11 +277,16 @@ fn run_inner(args: &CertsOptions) -> anyhow::Result<()> {
     let ca = Authority::generate("mtls-guard webhook CA", args.days.saturating_mul(10))?;
     let pair = ca.issue(&names, args.days)?;
     let paths = write_bundle(&args.out, ca.cert_pem(), &pair)?;
+    let bundle = ca_bundle(ca.cert_pem());
+    let env_file = args.out.join(CA_BUNDLE_ENV_FILE);
+    write_file(&env_file, format!("caBundle={bundle}\n").as_bytes(), false)
+        .with_context(|| format!("writing {}", env_file.display()))?;
     eprintln!(
-        "wrote {}, {} and {} (key mode 0600) for {}",
+        "wrote {}, {}, {} (key mode 0600) and {} for {}",
         paths.ca_cert.display(),
         paths.cert.display(),
         paths.key.display(),
+        env_file.display(),
         names.join(", ")
     );
     eprintln!(
@@ -289,7 +297,7 @@ fn run_inner(args: &CertsOptions) -> anyhow::Result<()> {
         paths.key.display()
     );
     eprintln!("caBundle for the webhook configurations:");
-    println!("{}", ca_bundle(ca.cert_pem()));
+    println!("{bundle}");
     Ok(())
 }
 
