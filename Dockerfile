@@ -8,10 +8,9 @@
 # Build: the release binary, linked against glibc (Debian 12).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# Only what the build reads; Cargo.toml names the benches, so they must be present.
-COPY Cargo.toml Cargo.lock ./
-COPY src ./src
-COPY benches ./benches
+# The whole source tree (see .dockerignore): Cargo.toml names benches and scripts
+# that must exist even though only the binary is built.
+COPY . .
 RUN cargo build --release --locked --bin mtls-guard
 
 # Run: distroless with glibc and libgcc (Debian 12, like the builder), no shell,

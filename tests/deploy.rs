@@ -44,50 +44,15 @@ struct Kind {
     plural: &'static str,
 }
 
-/// Every kind the code reads. TEMPORARY: mirrors the model's kinds table until it
-/// lands on main; then this reads `mtls_guard::model::KINDS`.
+/// Every kind the code reads: the model's table.
 fn table_kinds() -> Vec<Kind> {
-    let rows: [(&str, &str, &[&str], &str); 8] = [
-        (
-            "Policy",
-            "authentication.istio.io",
-            &["v1alpha1"],
-            "policies",
-        ),
-        (
-            "MeshPolicy",
-            "authentication.istio.io",
-            &["v1alpha1"],
-            "meshpolicies",
-        ),
-        (
-            "PeerAuthentication",
-            "security.istio.io",
-            &["v1beta1", "v1"],
-            "peerauthentications",
-        ),
-        (
-            "DestinationRule",
-            "networking.istio.io",
-            &["v1alpha3", "v1beta1", "v1"],
-            "destinationrules",
-        ),
-        ("Service", "", &["v1"], "services"),
-        ("Ingress", "networking.k8s.io", &["v1"], "ingresses"),
-        (
-            "IngressClass",
-            "networking.k8s.io",
-            &["v1"],
-            "ingressclasses",
-        ),
-        ("Namespace", "", &["v1"], "namespaces"),
-    ];
-    rows.iter()
-        .map(|(name, group, versions, plural)| Kind {
-            name,
-            group,
-            versions: versions.to_vec(),
-            plural,
+    mtls_guard::model::KINDS
+        .iter()
+        .map(|k| Kind {
+            name: k.name,
+            group: k.group,
+            versions: k.versions.to_vec(),
+            plural: k.plural,
         })
         .collect()
 }
@@ -412,7 +377,7 @@ fn check_namespace_selector(variant: &str, name: &str, selector: Option<&LabelSe
             ),
         ),
         (
-            mtls_guard::snapshot::MODE_LABEL.to_string(),
+            mtls_guard::enforcement::MODE_LABEL.to_string(),
             ("NotIn".to_string(), set(["off"])),
         ),
     ]);
