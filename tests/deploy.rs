@@ -58,53 +58,29 @@ fn table_kinds() -> Vec<Kind> {
 }
 
 /// Kinds that issues 6 and 8 add to the code and that the table does not hold yet
-/// (the cluster source's ConfigMap, section 8's webhook backends, the Gateway API
-/// kinds). Each is used only while the table lacks it.
+/// (the cluster source's mesh settings ConfigMap, section 8's webhook and APIService
+/// backends). Each is used only while the table lacks it.
 fn pending_kinds() -> Vec<Kind> {
-    let gateway = ["v1alpha2", "v1alpha3", "v1beta1", "v1"];
-    let mut kinds = vec![
-        Kind {
-            name: "ConfigMap",
-            group: "",
-            versions: vec!["v1"],
-            plural: "configmaps",
-        },
-        Kind {
-            name: "MutatingWebhookConfiguration",
-            group: "admissionregistration.k8s.io",
-            versions: vec!["v1"],
-            plural: "mutatingwebhookconfigurations",
-        },
-        Kind {
-            name: "ValidatingWebhookConfiguration",
-            group: "admissionregistration.k8s.io",
-            versions: vec!["v1"],
-            plural: "validatingwebhookconfigurations",
-        },
-        Kind {
-            name: "APIService",
-            group: "apiregistration.k8s.io",
-            versions: vec!["v1"],
-            plural: "apiservices",
-        },
-    ];
-    for (name, plural) in [
-        ("HTTPRoute", "httproutes"),
-        ("GRPCRoute", "grpcroutes"),
-        ("TLSRoute", "tlsroutes"),
-        ("TCPRoute", "tcproutes"),
-        ("Gateway", "gateways"),
-        ("GatewayClass", "gatewayclasses"),
-        ("ReferenceGrant", "referencegrants"),
-    ] {
-        kinds.push(Kind {
-            name,
-            group: "gateway.networking.k8s.io",
-            versions: gateway.to_vec(),
-            plural,
-        });
-    }
-    kinds
+    let kind = |name, group, plural| Kind {
+        name,
+        group,
+        versions: vec!["v1"],
+        plural,
+    };
+    vec![
+        kind("ConfigMap", "", "configmaps"),
+        kind(
+            "MutatingWebhookConfiguration",
+            "admissionregistration.k8s.io",
+            "mutatingwebhookconfigurations",
+        ),
+        kind(
+            "ValidatingWebhookConfiguration",
+            "admissionregistration.k8s.io",
+            "validatingwebhookconfigurations",
+        ),
+        kind("APIService", "apiregistration.k8s.io", "apiservices"),
+    ]
 }
 
 /// The table's kinds, plus the pending ones it does not hold yet.
