@@ -651,7 +651,7 @@ fn rbac_grants_reading_exactly_the_kinds_read() {
         let missing: Vec<_> = expected.difference(&granted).collect();
         assert!(
             extra.is_empty() && missing.is_empty(),
-            "{v}: ClusterRole grants more than the code reads: {extra:?}; lacks: {missing:?}"
+            "{v}: ClusterRole differs from what the code reads; granted beyond it: {extra:?}; missing: {missing:?}"
         );
 
         // The mesh settings: one ConfigMap in the Istio namespace, by name.
@@ -1267,5 +1267,114 @@ fn certs_overlay_without_certificates_names_the_missing_files() {
     assert!(
         err.contains("mtls-guard-certs/certs") && err.contains("no such file"),
         "{err}"
+    );
+}
+
+/// The answer of `admission::review` for a captured request, as JSON.
+fn answer(
+    snapshot: &mtls_guard::snapshot::Snapshot,
+    settings: &mtls_guard::settings::Settings,
+    endpoint: mtls_guard::admission::Endpoint,
+    body: &[u8],
+) -> Value {
+    let reviewed = mtls_guard::admission::review(snapshot, settings, endpoint, body);
+    serde_json::from_slice::<Value>(&reviewed.body).unwrap()["response"].clone()
+}
+
+fn warnings_of(response: &Value) -> Vec<String> {
+    response["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// deploy/README.md quotes what the webhooks answer in the tutorial, as the cluster
+/// would have it when the rules are applied: the namespace, services, Ingress and
+/// Policy of examples/bookinfo, auto mTLS on (Istio's default, read from the mesh
+/// config in a cluster), and the captured requests for the productpage and reviews rules.
+#[test]
+fn readme_quotes_what_the_webhooks_answer_in_the_tutorial() {
+    use mtls_guard::admission::Endpoint;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("deploy/README.md")).unwrap();
+    let lines: BTreeSet<&str> = readme.lines().collect();
+    let files: Vec<PathBuf> = ["namespace", "services", "ingress", "policy"]
+        .iter()
+        .map(|f| root.join(format!("examples/bookinfo/{f}.yaml")))
+        .collect();
+    let loaded = mtls_guard::loader::load_paths(&files).unwrap();
+    let snapshot = mtls_guard::snapshot::Snapshot::from_objects(loaded.objects);
+    let settings = mtls_guard::settings::Settings {
+        auto_mtls: true,
+        ..Default::default()
+    };
+    let capture =
+        |name: &str| std::fs::read(root.join("tests/fixtures/admission").join(name)).unwrap();
+
+    // productpage: patched to DISABLE, with the warnings kubectl prints.
+    let mutated = answer(
+        &snapshot,
+        &settings,
+        Endpoint::Mutate,
+        &capture("07-create-destinationrule-productpage-v1-mutating.json"),
+    );
+    assert!(mutated["patch"].is_string());
+    let shown = warnings_of(&mutated);
+    assert!(!shown.is_empty());
+    for w in &shown {
+        assert!(
+            lines.contains(format!("Warning: {w}").as_str()),
+            "deploy/README.md does not show the warning:\n{w}"
+        );
+    }
+    // The validating webhook then sees the patched rule: its warnings are among those
+    // (the API server passes each distinct text once), and nothing else is shown.
+    let mut patched: Value = serde_json::from_slice(&capture(
+        "08-create-destinationrule-productpage-v1-validating.json",
+    ))
+    .unwrap();
+    patched["request"]["object"]["spec"]["trafficPolicy"]["tls"]["mode"] = "DISABLE".into();
+    let validated = answer(
+        &snapshot,
+        &settings,
+        Endpoint::Validate,
+        &serde_json::to_vec(&patched).unwrap(),
+    );
+    assert_eq!(validated["allowed"], true);
+    for w in warnings_of(&validated) {
+        assert!(
+            shown.contains(&w),
+            "a warning the README does not show:\n{w}"
+        );
+    }
+    let readme_warnings = readme
+        .lines()
+        .filter(|l| l.starts_with("Warning: "))
+        .count();
+    assert_eq!(
+        readme_warnings,
+        shown.len(),
+        "the README shows other warnings"
+    );
+
+    // reviews with DISABLE: denied, one conflict per line, after the webhook's name.
+    let denied = answer(
+        &snapshot,
+        &settings,
+        Endpoint::Validate,
+        &capture("25-update-destinationrule-reviews-v1-validating.json"),
+    );
+    assert_eq!(denied["allowed"], false);
+    let message = denied["status"]["message"].as_str().unwrap();
+    let Some(all) = renderings() else { return };
+    let config: ValidatingWebhookConfiguration =
+        all.default.one("ValidatingWebhookConfiguration", NAME);
+    let webhook = &config.webhooks.unwrap()[0].name;
+    let shown = format!("admission webhook \"{webhook}\" denied the request: {message}");
+    assert!(
+        readme.contains(&format!("\n{shown}\n")),
+        "deploy/README.md does not show the denial:\n{shown}"
     );
 }
