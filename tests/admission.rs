@@ -5,6 +5,7 @@
 use base64::Engine;
 use mtls_guard::admission::{review, Endpoint, ReviewVerdict};
 use mtls_guard::model::MeshObject;
+use mtls_guard::server::http_status;
 use mtls_guard::settings::{IngressGateway, Mode, Settings};
 use mtls_guard::snapshot::Snapshot;
 use serde_json::{json, Value};
@@ -91,7 +92,7 @@ fn answer(
         &serde_json::to_vec(body).unwrap(),
     );
     (
-        r.status,
+        http_status(r.delivery).as_u16(),
         serde_json::from_slice(&r.body).unwrap(),
         r.verdict,
     )
@@ -303,7 +304,7 @@ fn malformed_reviews_get_clear_answers() {
     let snap = bookinfo("");
     let s = Settings::default();
     let r = review(&snap, &s, Endpoint::Validate, b"{not json");
-    assert_eq!(r.status, 400);
+    assert_eq!(http_status(r.delivery), 400);
     assert!(String::from_utf8_lossy(&r.body).contains("not JSON"));
     let r = review(
         &snap,
@@ -311,7 +312,7 @@ fn malformed_reviews_get_clear_answers() {
         Endpoint::Validate,
         br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#,
     );
-    assert_eq!(r.status, 400);
+    assert_eq!(http_status(r.delivery), 400);
     assert!(String::from_utf8_lossy(&r.body).contains("no `request`"));
     // CREATE without object.
     let mut body = fixture("10-");

@@ -55,11 +55,21 @@ impl ReviewVerdict {
     }
 }
 
+/// Whether the body could be answered as an AdmissionReview; the HTTP layer
+/// picks the status code from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Delivery {
+    /// The request's AdmissionReview answer (allowed or denied), for its uid.
+    Answer,
+    /// The body is not an AdmissionReview that can be answered (not JSON, another
+    /// version, no request or no uid); the body says why.
+    Rejected,
+}
+
 /// The answer to one HTTP request, and what to log about it.
 #[derive(Debug, Clone)]
 pub struct Reviewed {
-    /// 200 for every AdmissionReview answer, 400 when the body is not one.
-    pub status: u16,
+    pub delivery: Delivery,
     pub body: Vec<u8>,
     pub verdict: ReviewVerdict,
     pub kind: String,
@@ -197,7 +207,7 @@ pub fn review(
         },
     };
     Reviewed {
-        status: 200,
+        delivery: Delivery::Answer,
         body: serde_json::to_vec(&out).unwrap_or_default(),
         verdict,
         kind: request.kind.kind.clone(),
@@ -346,7 +356,7 @@ fn status(code: u16, message: String) -> Status {
     Status::failure(&message, reason).with_code(code)
 }
 
-/// A body that is not an AdmissionReview: answer 400, in the review's own
+/// A body that is not an AdmissionReview: rejected, in the review's own
 /// version and with its uid where those can still be read.
 fn unreadable(body: &[u8], error: &str) -> Reviewed {
     let Ok(value) = serde_json::from_slice::<Value>(body) else {
@@ -372,7 +382,7 @@ fn unreadable(body: &[u8], error: &str) -> Reviewed {
     );
     if !uid.is_empty() {
         // With a uid, the API server can match the answer: a denial, not an HTTP error.
-        r.status = 200;
+        r.delivery = Delivery::Answer;
     }
     r.kind = value
         .pointer("/request/kind/kind")
@@ -393,7 +403,7 @@ fn error_answer(api_version: &str, uid: &str, message: String) -> Reviewed {
         },
     });
     Reviewed {
-        status: 400,
+        delivery: Delivery::Rejected,
         body: serde_json::to_vec(&body).unwrap_or_default(),
         verdict: ReviewVerdict::Error,
         kind: String::new(),

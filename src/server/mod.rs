@@ -25,6 +25,7 @@ pub use listener::{serve_tls, ConnLimits};
 pub use logging::{init_logging, LogFormat, ReviewLog};
 pub use source::{SnapshotSource, SnapshotStore};
 pub use tls::{CertInfo, TlsFiles};
+pub use webhook::http_status;
 
 use crate::certs;
 use crate::settings::Settings;

@@ -4,7 +4,7 @@
 use super::logging::{clean, ReviewLog};
 use super::metrics::Metrics;
 use super::source::SnapshotStore;
-use crate::admission::{self, Endpoint, ReviewVerdict};
+use crate::admission::{self, Delivery, Endpoint, ReviewVerdict};
 use crate::settings::Settings;
 use axum::body::{Body, BodyDataStream, Bytes};
 use axum::extract::{Request, State};
@@ -178,7 +178,7 @@ async fn handle(state: &WebhookState, endpoint: Endpoint, req: Request) -> Respo
     if reviewed.verdict == ReviewVerdict::Error {
         tracing::warn!(
             endpoint = %endpoint.as_str(),
-            status = reviewed.status,
+            status = http_status(reviewed.delivery).as_u16(),
             %uid,
             %kind,
             verdict = %reviewed.verdict.as_str(),
@@ -221,13 +221,22 @@ async fn handle(state: &WebhookState, endpoint: Endpoint, req: Request) -> Respo
             "answered after the caller's deadline"
         );
     }
-    let status = StatusCode::from_u16(reviewed.status).unwrap_or(StatusCode::OK);
     (
-        status,
+        http_status(reviewed.delivery),
         [(header::CONTENT_TYPE, "application/json")],
         Body::from(reviewed.body),
     )
         .into_response()
+}
+
+/// The HTTP status of a review's answer: 200 for every AdmissionReview answer
+/// (a denial included: the API server reads it from the body), 400 when the body
+/// was not an AdmissionReview that could be answered.
+pub fn http_status(delivery: Delivery) -> StatusCode {
+    match delivery {
+        Delivery::Answer => StatusCode::OK,
+        Delivery::Rejected => StatusCode::BAD_REQUEST,
+    }
 }
 
 /// How much of a too-large body is read and thrown away before the 413 is sent.

@@ -1,0 +1,95 @@
+//! Rendering a [`Report`]: the text lines with their summary, and the JSON array
+//! (both documented in docs/codes.md).
+
+use super::{DiagnosticKind, Report};
+use crate::enforcement::Mode;
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+
+impl Report {
+    /// `4 rules, 0 conflicts, 0 fills, 1 patches`, and the rules not enforced, if any.
+    pub fn summary(&self) -> String {
+        let c = self.counts();
+        let mut s = format!(
+            "{} rules, {} conflicts, {} fills, {} patches",
+            c.rules, c.conflicts, c.fills, c.patches
+        );
+        if c.rules_warn > 0 {
+            let _ = write!(
+                s,
+                "; {} rules in mode warn (reported, not enforced)",
+                c.rules_warn
+            );
+        }
+        if c.rules_off > 0 {
+            let _ = write!(s, "; {} rules in mode off (not checked)", c.rules_off);
+        }
+        s
+    }
+
+    /// The text output: one line per diagnostic, then the summary line.
+    pub fn render_text(&self, verbose: bool) -> String {
+        let mut out = String::new();
+        for r in &self.rules {
+            let subject = format!("DestinationRule {}/{}", r.rule.namespace, r.rule.name);
+            if verbose && r.mode == Mode::Off {
+                let _ = writeln!(out, "{}: note {subject}: not checked: mode off", r.origin);
+            } else if verbose && r.diagnostics.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "{}: ok {subject}: {}: {} scopes consistent",
+                    r.origin, r.host, r.scopes
+                );
+            }
+            for d in &r.diagnostics {
+                let _ = write!(
+                    out,
+                    "{}: {} {} {subject}: {}",
+                    r.origin, d.severity, d.code, d.message
+                );
+                if let Some(fix) = &d.fix {
+                    let _ = write!(out, " (fix: {fix})");
+                }
+                out.push('\n');
+            }
+        }
+        out.push_str(&self.summary());
+        out.push('\n');
+        out
+    }
+
+    /// The JSON output: an array with one object per diagnostic (docs/codes.md, "JSON output").
+    pub fn render_json(&self) -> Value {
+        let mut out = Vec::new();
+        for r in &self.rules {
+            for d in &r.diagnostics {
+                let patch = match d.kind {
+                    DiagnosticKind::Fill | DiagnosticKind::Patch if !r.patch.0.is_empty() => {
+                        serde_json::to_value(&r.patch).unwrap_or(Value::Null)
+                    }
+                    _ => Value::Null,
+                };
+                out.push(json!({
+                    "file": r.origin.path.display().to_string(),
+                    "line": r.origin.line,
+                    "document": r.origin.document + 1,
+                    "item": r.origin.item,
+                    "severity": d.severity,
+                    "code": d.code,
+                    "kind": d.kind,
+                    "mode": r.mode.to_string(),
+                    "rule": { "namespace": r.rule.namespace, "name": r.rule.name },
+                    "host": r.host,
+                    "scopes": d.scopes,
+                    "client": d.client,
+                    "required": d.required,
+                    "location": d.location,
+                    "message": d.message,
+                    "fix": d.fix,
+                    "patch": patch,
+                }));
+            }
+        }
+        Value::Array(out)
+    }
+}
