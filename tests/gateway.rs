@@ -7,6 +7,7 @@ use mtls_guard::decision::{judge, Exemption, Outcome, Verdict};
 use mtls_guard::loader;
 use mtls_guard::model::gateway::{FromNamespaces, RouteKind};
 use mtls_guard::model::{DestinationRule, MeshObject, ObjectKind, ObjectRef};
+use mtls_guard::server::http_status;
 use mtls_guard::settings::Settings;
 use mtls_guard::snapshot::Snapshot;
 use serde_json::Value;
@@ -402,7 +403,7 @@ fn both_webhooks_allow_gateway_kinds_untouched() {
             let body = serde_json::to_vec(&review_json).unwrap();
             for endpoint in [Endpoint::Mutate, Endpoint::Validate] {
                 let out = review(&snapshot, &Settings::default(), endpoint, &body);
-                assert_eq!(out.status, 200, "{name}");
+                assert_eq!(http_status(out.delivery), 200, "{name}");
                 assert_eq!(out.verdict, ReviewVerdict::Allowed, "{name}");
                 let answer: Value = serde_json::from_slice(&out.body).unwrap();
                 let response = &answer["response"];
