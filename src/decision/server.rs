@@ -2,9 +2,7 @@
 
 use super::verdict::{PortScope, Warning, WarningCode};
 use crate::model::{ObjectRef, PeerMtlsMode, PolicyMode};
-use crate::snapshot::{
-    NamespaceIndex, PeerAuthEntry, PolicyEntry, ServiceEntry, Snapshot, TargetPort,
-};
+use crate::snapshot::{PeerAuthEntry, PolicyEntry, ServiceEntry, Snapshot, TargetPort};
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -189,26 +187,22 @@ fn by_peer_authentication(
         Subject::Service { namespace, .. } | Subject::Namespace(namespace) => Some(namespace),
         Subject::Mesh => None,
     };
-    let ns_index = namespace.and_then(|ns| snapshot.namespace(ns));
     let mut applied = false;
 
-    if let (
-        Subject::Service {
-            entry: Some(svc), ..
-        },
-        Some(ns),
-    ) = (subject, ns_index)
+    if let Subject::Service {
+        entry: Some(svc), ..
+    } = subject
     {
-        for (i, label) in &svc.partial_peer_auths {
+        for (pa, label) in &svc.partial_peer_auths {
             warnings.push(Warning {
                 code: WarningCode::PartialPeerAuthentication,
                 message: format!(
                     "{} selects only some pods of service {} ({label} is not in its selector), so it does not decide the service's mode",
-                    ns.workload_peer_auths[*i].object, svc.name
+                    pa.object, svc.name
                 ),
             });
         }
-        if let Some(d) = workload_level(ns, svc, port, subject, warnings, &mut applied) {
+        if let Some(d) = workload_level(svc, port, subject, warnings, &mut applied) {
             return Some(d);
         }
     }
@@ -242,18 +236,13 @@ fn by_peer_authentication(
 }
 
 fn workload_level(
-    ns: &NamespaceIndex,
     svc: &ServiceEntry,
     port: &PortScope,
     subject: Subject<'_>,
     warnings: &mut Vec<Warning>,
     applied: &mut bool,
 ) -> Option<ServerDecision> {
-    let pas = || {
-        svc.workload_peer_auths
-            .iter()
-            .map(|i| &ns.workload_peer_auths[*i])
-    };
+    let pas = || svc.workload_peer_auths.iter().map(|pa| &**pa);
     let first: &PeerAuthEntry = pas().next()?;
     *applied = true;
 
