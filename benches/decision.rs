@@ -1,4 +1,4 @@
-//! One decision against a large mesh: 10,000 namespaces x 10 services, policies at
+//! One decision against a large mesh (`world`): 10,000 namespaces x 10 services, policies at
 //! every level. Target: a median under 5 µs per `judge` call.
 //!
 //! Per namespace `ns-NNNNN`:
@@ -29,133 +29,9 @@ use mtls_guard::snapshot::Snapshot;
 use serde_json::{json, Value};
 use std::hint::black_box;
 use std::time::Instant;
+use world::{mesh_objects, obj, rule_value, service_rule_spec};
 
-const NAMESPACES: usize = 10_000;
-const SERVICES: usize = 10;
-
-fn ns_name(i: usize) -> String {
-    format!("ns-{i:05}")
-}
-
-fn obj(v: Value) -> MeshObject {
-    MeshObject::from_value(v).unwrap().unwrap()
-}
-
-fn rule_value(ns: &str, name: &str, spec: Value) -> Value {
-    json!({
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "DestinationRule",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": spec,
-    })
-}
-
-/// A rule with three subsets and a port entry, as real rules have.
-fn service_rule_spec(host: &str) -> Value {
-    json!({
-        "host": host,
-        "trafficPolicy": {
-            "loadBalancer": {"simple": "RANDOM"},
-            "tls": {"mode": "ISTIO_MUTUAL"},
-            "portLevelSettings": [{"port": {"number": 9090}, "tls": {"mode": "ISTIO_MUTUAL"}}],
-        },
-        "subsets": [
-            {"name": "v1", "labels": {"version": "v1"}},
-            {"name": "v2", "labels": {"version": "v2"}, "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}},
-            {"name": "v3", "labels": {"version": "v3"}, "trafficPolicy": {"connectionPool": {"tcp": {"maxConnections": 100}}}},
-        ],
-    })
-}
-
-fn mesh_objects() -> Vec<MeshObject> {
-    let mut out = Vec::with_capacity(NAMESPACES * (SERVICES * 2 + 6) + 2);
-    out.push(obj(json!({
-        "apiVersion": "authentication.istio.io/v1alpha1", "kind": "MeshPolicy",
-        "metadata": {"name": "default"}, "spec": {"peers": [{"mtls": {}}]},
-    })));
-    out.push(obj(
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}),
-    ));
-    for i in 0..NAMESPACES {
-        let ns = ns_name(i);
-        out.push(obj(json!({
-            "apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": ns, "labels": {"mtls-guard.io/mode": "enforce"}},
-        })));
-        for j in 0..SERVICES {
-            let name = format!("svc-{j}");
-            out.push(obj(json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
-                "spec": {
-                    "selector": {"app": name},
-                    "ports": [
-                        {"name": "http", "port": 9080, "targetPort": 9080},
-                        {"name": "grpc", "port": 9090, "targetPort": 19090},
-                    ],
-                },
-            })));
-            out.push(obj(rule_value(&ns, &name, service_rule_spec(&name))));
-        }
-        let default_peers = if i % 7 == 0 {
-            json!([{"mtls": {"mode": "PERMISSIVE"}}])
-        } else {
-            json!([{"mtls": {}}])
-        };
-        out.push(obj(json!({
-            "apiVersion": "authentication.istio.io/v1alpha1", "kind": "Policy",
-            "metadata": {"name": "default", "namespace": ns, "creationTimestamp": "2020-01-01T00:00:00Z"},
-            "spec": {"peers": default_peers},
-        })));
-        out.push(obj(json!({
-            "apiVersion": "authentication.istio.io/v1alpha1", "kind": "Policy",
-            "metadata": {"name": "svc-0-off", "namespace": ns},
-            "spec": {"targets": [{"name": "svc-0"}], "peers": []},
-        })));
-        out.push(obj(json!({
-            "apiVersion": "authentication.istio.io/v1alpha1", "kind": "Policy",
-            "metadata": {"name": "svc-1-grpc", "namespace": ns},
-            "spec": {
-                "targets": [
-                    {"name": "svc-1", "ports": [{"number": 9090}]},
-                    {"name": "svc-2", "ports": [{"name": "grpc"}]},
-                ],
-                "peers": [{"mtls": {"mode": "PERMISSIVE"}}],
-            },
-        })));
-        match i % 4 {
-            0 => out.push(obj(json!({
-                "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
-                "metadata": {"name": "default", "namespace": ns},
-                "spec": {"mtls": {"mode": "STRICT"}},
-            }))),
-            1 => out.push(obj(json!({
-                "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
-                "metadata": {"name": "svc-5", "namespace": ns},
-                "spec": {
-                    "selector": {"matchLabels": {"app": "svc-5"}},
-                    "mtls": {"mode": "STRICT"},
-                    "portLevelMtls": {"19090": {"mode": "DISABLE"}},
-                },
-            }))),
-            _ => {}
-        }
-        if i % 10 == 0 {
-            out.push(obj(json!({
-                "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-                "metadata": {"name": "web", "namespace": ns},
-                "spec": {
-                    "ingressClassName": "nginx",
-                    "rules": [{"http": {"paths": [{
-                        "path": "/", "pathType": "Prefix",
-                        "backend": {"service": {"name": "svc-9", "port": {"number": 9080}}},
-                    }]}}],
-                },
-            })));
-        }
-    }
-    out
-}
+mod world;
 
 fn rule(ns: &str, spec: Value) -> DestinationRule {
     match obj(rule_value(ns, "bench", spec)) {

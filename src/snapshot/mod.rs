@@ -87,7 +87,10 @@ fn object_key(obj: &MeshObject) -> (String, String) {
 }
 
 impl Snapshot {
-    /// Builds the index from objects of any kind, as a stream of events would.
+    /// Builds the index from objects of any kind, as a stream of events would: of
+    /// several objects with one kind, namespace and name, the last one is kept. The
+    /// counts are of the objects given, each of them (what files held, for `check`'s
+    /// summary); events then change them by one per object stored or removed.
     pub fn from_objects<I: IntoIterator<Item = MeshObject>>(objects: I) -> Snapshot {
         let mut snap = Snapshot::default();
         let mut given = ObjectCounts::new();
