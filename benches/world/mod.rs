@@ -90,7 +90,7 @@ pub fn namespace_objects(i: usize) -> Vec<MeshObject> {
         })));
         out.push(obj(rule_value(&ns, &name, service_rule_spec(&name))));
     }
-    let default_peers = if i % 7 == 0 {
+    let default_peers = if i.is_multiple_of(7) {
         json!([{"mtls": {"mode": "PERMISSIVE"}}])
     } else {
         json!([{"mtls": {}}])
@@ -133,7 +133,7 @@ pub fn namespace_objects(i: usize) -> Vec<MeshObject> {
         }))),
         _ => {}
     }
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         out.push(obj(json!({
             "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
             "metadata": {"name": "web", "namespace": ns},
