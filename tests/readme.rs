@@ -154,3 +154,14 @@ fn example_reviews_are_the_captures_unchanged() {
     }
     assert_eq!(n, 3);
 }
+
+#[test]
+fn readme_names_the_minimum_rust_version() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let minimum = env!("CARGO_PKG_RUST_VERSION");
+    assert!(!minimum.is_empty(), "Cargo.toml states a rust-version");
+    assert!(
+        readme.contains(&format!("Rust {minimum} or later")),
+        "README.md should say `Rust {minimum} or later`"
+    );
+}
