@@ -241,6 +241,18 @@ pub fn generate_bundle(dir: &Path, names: &[String], days: u32) -> anyhow::Resul
     write_bundle(dir, ca.cert_pem(), &pair)
 }
 
+/// The CA certificate (PEM) in `path` when it holds one. When the certificates are
+/// made again, the new caBundle trusts this one too: the API server gets the new
+/// caBundle at once, while the pods serving the old certificate are replaced one by one.
+fn previous_ca(path: &Path) -> Option<String> {
+    let text = fs::read_to_string(path).ok()?;
+    let end = "-----END CERTIFICATE-----";
+    let first = &text[..text.find(end)? + end.len()];
+    let (_, pem) = x509_parser::pem::parse_x509_pem(first.as_bytes()).ok()?;
+    pem.parse_x509().ok()?;
+    Some(format!("{}\n", first.trim_start()))
+}
+
 /// The `caBundle` value of a webhook configuration: the CA certificate PEM, base64.
 pub fn ca_bundle(ca_cert_pem: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(ca_cert_pem.as_bytes())
@@ -274,10 +286,16 @@ fn run_inner(args: &CertsOptions) -> anyhow::Result<()> {
             names.push(extra.clone());
         }
     }
+    // Read before ca.crt is replaced: the bundle keeps trusting it (see previous_ca).
+    let previous = previous_ca(&args.out.join(CA_CERT_FILE));
     let ca = Authority::generate("mtls-guard webhook CA", args.days.saturating_mul(10))?;
     let pair = ca.issue(&names, args.days)?;
     let paths = write_bundle(&args.out, ca.cert_pem(), &pair)?;
-    let bundle = ca_bundle(ca.cert_pem());
+    let bundle = ca_bundle(&format!(
+        "{}{}",
+        ca.cert_pem(),
+        previous.as_deref().unwrap_or("")
+    ));
     let env_file = args.out.join(CA_BUNDLE_ENV_FILE);
     write_file(&env_file, format!("caBundle={bundle}\n").as_bytes(), false)
         .with_context(|| format!("writing {}", env_file.display()))?;
@@ -296,6 +314,11 @@ fn run_inner(args: &CertsOptions) -> anyhow::Result<()> {
         paths.cert.display(),
         paths.key.display()
     );
+    if previous.is_some() {
+        eprintln!(
+            "the caBundle also holds the previous CA, so that pods still serving its certificate are trusted until they are replaced; the next run drops it"
+        );
+    }
     eprintln!("caBundle for the webhook configurations:");
     println!("{bundle}");
     Ok(())
@@ -328,6 +351,42 @@ mod tests {
         let (_, ca_pem) = x509_parser::pem::parse_x509_pem(ca.cert_pem().as_bytes()).unwrap();
         let ca_cert = ca_pem.parse_x509().unwrap();
         assert_eq!(cert.issuer(), ca_cert.subject());
+    }
+
+    #[test]
+    fn a_new_run_keeps_trusting_the_previous_ca_and_only_that_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = CertsOptions {
+            out: dir.path().to_path_buf(),
+            service: DEFAULT_SERVICE.into(),
+            namespace: DEFAULT_NAMESPACE.into(),
+            cluster_domain: "cluster.local".into(),
+            extra_names: Vec::new(),
+            days: 1,
+            force: true,
+        };
+        let bundle = || {
+            let env = fs::read_to_string(dir.path().join(CA_BUNDLE_ENV_FILE)).unwrap();
+            let b64 = env
+                .trim_end()
+                .strip_prefix("caBundle=")
+                .unwrap()
+                .to_string();
+            let pem = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap();
+            String::from_utf8(pem).unwrap()
+        };
+        let ca = || fs::read_to_string(dir.path().join(CA_CERT_FILE)).unwrap();
+        run_inner(&options).unwrap();
+        let first = ca();
+        assert_eq!(bundle(), first);
+        run_inner(&options).unwrap();
+        let second = ca();
+        assert_ne!(first, second);
+        assert_eq!(bundle(), format!("{second}{first}"));
+        run_inner(&options).unwrap();
+        assert_eq!(bundle(), format!("{}{second}", ca()));
     }
 
     #[cfg(unix)]
