@@ -341,7 +341,10 @@ fn unreadable_input_exits_2() {
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(
-        err.contains(&format!("{}:5: DestinationRule r", path.display())),
+        err.contains(&format!(
+            "{}:5: DestinationRule r: spec.host: invalid type: sequence, expected a string",
+            path.display()
+        )),
         "{err}"
     );
 }
@@ -502,4 +505,154 @@ fn mesh_gateway_controller_flag() {
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
     assert_eq!(out, "4 rules, 0 conflicts, 0 fills, 0 patches\n");
+}
+
+/// Runs `mtls-guard check ARGS` with `input` on standard input.
+fn check_stdin(args: &[&str], input: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mtls-guard"))
+        .arg("check")
+        .args(args)
+        .current_dir(root())
+        .env_remove("MTLS_GUARD_MODE")
+        .env_remove("MTLS_GUARD_AUTO_MTLS")
+        .env_remove("MTLS_GUARD_ROOT_NAMESPACE")
+        .env_remove("MTLS_GUARD_CLUSTER_DOMAIN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs mtls-guard");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// No input file (an empty folder, or one without YAML/JSON: a mistyped path in CI)
+/// is unusable input, exit 2, unless `--allow-empty`.
+#[test]
+fn no_input_files_exits_2_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    write(&other, "README.md", "# not a manifest\n");
+    write(&other, "values.txt", "apiVersion: v1\n");
+    for folder in [&empty, &other] {
+        let o = check(&[folder.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(o.stdout.is_empty(), "{}", stdout(&o));
+        let err = stderr(&o);
+        assert_eq!(
+            err,
+            format!(
+                "mtls-guard check: error: no input: no *.yaml, *.yml or *.json file in {} (--allow-empty accepts that)\n",
+                folder.display()
+            )
+        );
+
+        let o = check(&["--allow-empty", folder.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(
+            summary(&stdout(&o)),
+            "0 rules, 0 conflicts, 0 fills, 0 patches"
+        );
+        assert!(
+            stderr(&o).contains("note: no DestinationRule found in 0 file(s)"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    // One folder with input is enough.
+    let o = check(&[empty.to_str().unwrap(), "examples/bookinfo"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+/// `check -` reads standard input (YAML, or JSON when it starts with `{`) and names it
+/// `<stdin>` in its output, as linters do.
+#[test]
+fn stdin_is_read_with_dash() {
+    let rules =
+        std::fs::read_to_string(root().join("examples/scenarios/reviews-disable.yaml")).unwrap();
+    let o = check_stdin(&["examples/bookinfo", "-"], &rules);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
+    let conflict = lines_of(&out, "bookinfo/reviews");
+    assert_eq!(conflict.len(), 1, "{out}");
+    assert!(
+        conflict[0].starts_with("<stdin>:6: error MG101 DestinationRule bookinfo/reviews: "),
+        "{out}"
+    );
+    assert!(
+        stderr(&o).contains("note: <stdin>:6: DestinationRule bookinfo/reviews replaces the one at examples/bookinfo/destination-rule-all-mtls.yaml:17"),
+        "{}",
+        stderr(&o)
+    );
+
+    // The same rule as JSON lines on standard input: lines are still right.
+    let mut json = String::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&rules) {
+        let value = <serde_json::Value as serde::Deserialize>::deserialize(doc).unwrap();
+        if !value.is_null() {
+            json.push_str(&serde_json::to_string(&value).unwrap());
+            json.push('\n');
+        }
+    }
+    let json = format!("\n{json}");
+    let o = check_stdin(&["examples/bookinfo", "-"], &json);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
+    let line = json
+        .lines()
+        .position(|l| l.contains("\"DestinationRule\""))
+        .unwrap()
+        + 1;
+    assert!(
+        lines_of(&out, "bookinfo/reviews")[0].starts_with(&format!("<stdin>:{line}: error MG101 ")),
+        "{out}"
+    );
+
+    // An empty standard input is no input.
+    let o = check_stdin(&["-"], " \n");
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        "mtls-guard check: error: no input: standard input is empty (--allow-empty accepts that)\n"
+    );
+    let o = check_stdin(&["--allow-empty", "-"], "");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // A syntax error names standard input and the line.
+    let o = check_stdin(
+        &["-"],
+        "apiVersion: v1\nkind: Service\nmetadata: {name: [a}\n",
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with("mtls-guard check: error: <stdin>:3:"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// A broken object's error names the field at fault by its JSON path.
+#[test]
+fn broken_object_error_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "bad.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r, namespace: a}\nspec:\n  host: r\n  subsets:\n  - name: v1\n  - name: [v2]\n",
+    );
+    let o = check(&[path.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "mtls-guard check: error: {}:1: DestinationRule r: spec.subsets[1].name: invalid type: sequence, expected a string\n",
+            path.display()
+        )
+    );
 }

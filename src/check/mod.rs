@@ -34,7 +34,8 @@ use crate::snapshot::Snapshot;
 pub const EXIT_OK: u8 = 0;
 /// Exit code when a rule in an `enforce` namespace has a conflict (the webhook would deny it).
 pub const EXIT_CONFLICT: u8 = 1;
-/// Exit code for unusable input: an unreadable file, a YAML/JSON syntax error, a broken object.
+/// Exit code for unusable input: an unreadable file, a YAML/JSON syntax error, a broken
+/// object, no input file at all (unless `--allow-empty`).
 pub const EXIT_INPUT: u8 = 2;
 
 /// Everything found about one DestinationRule.

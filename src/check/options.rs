@@ -15,8 +15,10 @@ pub enum OutputFormat {
 /// What `check` was asked to do (built by the CLI layer from its flags).
 #[derive(Debug, Clone)]
 pub struct CheckOptions {
-    /// Files and folders to read.
+    /// Files and folders to read; `-` is standard input.
     pub paths: Vec<PathBuf>,
+    /// No input file is not an error (by default it is: a mistyped path must not pass).
+    pub allow_empty: bool,
     /// The namespace of namespaced objects that have none.
     pub namespace: String,
     pub output: OutputFormat,

@@ -9,7 +9,10 @@ use std::process::ExitCode;
 /// `mtls-guard check PATH...`: exit 0 (no enforced conflict), 1 (a conflict), 2 (unusable input).
 pub fn run(args: CheckOptions) -> ExitCode {
     let settings = args.settings;
-    let loaded = match loader::load_paths_in(&args.paths, &args.namespace) {
+    let mut stdin = std::io::stdin().lock();
+    let loaded = match loader::load_inputs(&args.paths, &args.namespace, Some(&mut stdin))
+        .and_then(|l| l.require_input(&args.paths, args.allow_empty))
+    {
         Ok(l) => l,
         Err(e) => {
             eprintln!("mtls-guard check: error: {e}");

@@ -8,10 +8,15 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// YAML/JSON files or folders (read recursively: *.yaml, *.yml, *.json). Policies,
-    /// Services, Ingresses and Namespaces are read from the same files as the rules.
+    /// YAML/JSON files or folders (read recursively: *.yaml, *.yml, *.json), or `-` for
+    /// standard input. Policies, Services, Ingresses and Namespaces are read from the
+    /// same files as the rules.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+    /// Exit 0 when no input file is found; by default that is unusable input (exit 2),
+    /// so that a mistyped path does not pass.
+    #[arg(long)]
+    pub allow_empty: bool,
     /// The namespace of namespaced objects that have none, as `kubectl apply -n`.
     #[arg(short = 'n', long, default_value = loader::DEFAULT_NAMESPACE)]
     pub namespace: String,
@@ -29,6 +34,7 @@ impl From<CheckArgs> for CheckOptions {
     fn from(a: CheckArgs) -> CheckOptions {
         CheckOptions {
             paths: a.paths,
+            allow_empty: a.allow_empty,
             namespace: a.namespace,
             output: a.output,
             verbose: a.verbose,

@@ -6,6 +6,7 @@
 //! here, one [`ObjectKind`] variant and its typed model in [`super::MeshObject`].
 
 use super::gateway::{RouteKind, GATEWAY_GROUP};
+use super::object::read_json;
 use super::{AuthPolicy, DestinationRule, MeshObject, PeerAuthentication};
 use serde_json::Value;
 use std::fmt;
@@ -55,7 +56,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1alpha1"],
         plural: "policies",
         namespaced: true,
-        read: |v| serde_json::from_value::<AuthPolicy>(v).map(MeshObject::Policy),
+        read: |v| read_json::<AuthPolicy>(v).map(MeshObject::Policy),
     },
     KindInfo {
         kind: ObjectKind::MeshPolicy,
@@ -64,7 +65,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1alpha1"],
         plural: "meshpolicies",
         namespaced: false,
-        read: |v| serde_json::from_value::<AuthPolicy>(v).map(MeshObject::MeshPolicy),
+        read: |v| read_json::<AuthPolicy>(v).map(MeshObject::MeshPolicy),
     },
     KindInfo {
         kind: ObjectKind::PeerAuthentication,
@@ -73,9 +74,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1beta1", "v1"],
         plural: "peerauthentications",
         namespaced: true,
-        read: |v| {
-            serde_json::from_value::<PeerAuthentication>(v).map(MeshObject::PeerAuthentication)
-        },
+        read: |v| read_json::<PeerAuthentication>(v).map(MeshObject::PeerAuthentication),
     },
     KindInfo {
         kind: ObjectKind::DestinationRule,
@@ -97,7 +96,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1"],
         plural: "services",
         namespaced: true,
-        read: |v| serde_json::from_value(v).map(MeshObject::Service),
+        read: |v| read_json(v).map(MeshObject::Service),
     },
     KindInfo {
         kind: ObjectKind::Ingress,
@@ -106,7 +105,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1"],
         plural: "ingresses",
         namespaced: true,
-        read: |v| serde_json::from_value(v).map(MeshObject::Ingress),
+        read: |v| read_json(v).map(MeshObject::Ingress),
     },
     KindInfo {
         kind: ObjectKind::IngressClass,
@@ -115,7 +114,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1"],
         plural: "ingressclasses",
         namespaced: false,
-        read: |v| serde_json::from_value(v).map(MeshObject::IngressClass),
+        read: |v| read_json(v).map(MeshObject::IngressClass),
     },
     KindInfo {
         kind: ObjectKind::Namespace,
@@ -124,7 +123,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1"],
         plural: "namespaces",
         namespaced: false,
-        read: |v| serde_json::from_value(v).map(MeshObject::Namespace),
+        read: |v| read_json(v).map(MeshObject::Namespace),
     },
     // Gateway API (contract section 4 (c)): every version a cluster may serve. TLSRoute
     // and TCPRoute went from v1alpha2 through v1alpha3 to v1; the fields read did not
@@ -136,7 +135,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1alpha2", "v1beta1", "v1"],
         plural: "httproutes",
         namespaced: true,
-        read: |v| serde_json::from_value(v).map(|r| MeshObject::Route(RouteKind::Http, r)),
+        read: |v| read_json(v).map(|r| MeshObject::Route(RouteKind::Http, r)),
     },
     KindInfo {
         kind: ObjectKind::GRPCRoute,
@@ -145,7 +144,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1alpha2", "v1"],
         plural: "grpcroutes",
         namespaced: true,
-        read: |v| serde_json::from_value(v).map(|r| MeshObject::Route(RouteKind::Grpc, r)),
+        read: |v| read_json(v).map(|r| MeshObject::Route(RouteKind::Grpc, r)),
     },
     KindInfo {
         kind: ObjectKind::TLSRoute,
@@ -154,7 +153,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1alpha2", "v1alpha3", "v1"],
         plural: "tlsroutes",
         namespaced: true,
-        read: |v| serde_json::from_value(v).map(|r| MeshObject::Route(RouteKind::Tls, r)),
+        read: |v| read_json(v).map(|r| MeshObject::Route(RouteKind::Tls, r)),
     },
     KindInfo {
         kind: ObjectKind::TCPRoute,
@@ -163,7 +162,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1alpha2", "v1alpha3", "v1"],
         plural: "tcproutes",
         namespaced: true,
-        read: |v| serde_json::from_value(v).map(|r| MeshObject::Route(RouteKind::Tcp, r)),
+        read: |v| read_json(v).map(|r| MeshObject::Route(RouteKind::Tcp, r)),
     },
     KindInfo {
         kind: ObjectKind::Gateway,
@@ -172,7 +171,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1alpha2", "v1beta1", "v1"],
         plural: "gateways",
         namespaced: true,
-        read: |v| serde_json::from_value(v).map(MeshObject::Gateway),
+        read: |v| read_json(v).map(MeshObject::Gateway),
     },
     KindInfo {
         kind: ObjectKind::GatewayClass,
@@ -181,7 +180,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1alpha2", "v1beta1", "v1"],
         plural: "gatewayclasses",
         namespaced: false,
-        read: |v| serde_json::from_value(v).map(MeshObject::GatewayClass),
+        read: |v| read_json(v).map(MeshObject::GatewayClass),
     },
     KindInfo {
         kind: ObjectKind::ReferenceGrant,
@@ -190,7 +189,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1alpha2", "v1beta1", "v1"],
         plural: "referencegrants",
         namespaced: true,
-        read: |v| serde_json::from_value(v).map(MeshObject::ReferenceGrant),
+        read: |v| read_json(v).map(MeshObject::ReferenceGrant),
     },
 ];
 

@@ -4,6 +4,7 @@ use super::gateway::{Gateway, GatewayClass, ReferenceGrant, Route, RouteKind};
 use super::{AuthPolicy, DestinationRule, ObjectKind, PeerAuthentication};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// A typed object of one of the kinds in the contract's table 1 (see [`super::KINDS`]).
@@ -83,6 +84,28 @@ impl MeshObject {
 impl DestinationRule {
     /// Reads the typed view without consuming the raw object.
     pub fn deserialize_from(value: &Value) -> Result<DestinationRule, serde_json::Error> {
-        serde::Deserialize::deserialize(value)
+        read_ref(value)
     }
+}
+
+/// `serde_json::from_value` whose error names the field at fault by its JSON path
+/// (`spec.host: invalid type: sequence, expected a string`).
+pub(crate) fn read_json<T: DeserializeOwned>(value: Value) -> Result<T, serde_json::Error> {
+    read_ref(&value)
+}
+
+/// Reads a typed view of `value`. Only when that fails is it read again, tracking
+/// the path to the field at fault, so that objects that fit pay nothing for it.
+fn read_ref<T: DeserializeOwned>(value: &Value) -> Result<T, serde_json::Error> {
+    T::deserialize(value).or_else(|_| {
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                inner
+            } else {
+                serde::de::Error::custom(format_args!("{path}: {inner}"))
+            }
+        })
+    })
 }
