@@ -580,3 +580,40 @@ async fn info_logs_carry_no_object_contents_and_plain_allows_are_not_logged_by_d
     assert_eq!(denied["verdict"], "denied");
     assert_eq!(denied["name"], "reviews");
 }
+
+/// A policy file with an object that does not parse stops `serve` at start, and the
+/// error names the file, the line and the field at fault by its JSON path.
+#[test]
+fn broken_policy_error_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies.yaml");
+    std::fs::write(
+        &policies,
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: a}\nspec:\n  mtls:\n    mode: [STRICT]\n",
+    )
+    .unwrap();
+    let certs = dir.path().join("certs");
+    let mut server = Running::spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--cert-dir",
+        certs.to_str().unwrap(),
+        "--policies",
+        policies.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
+    let failed = server.log_line(|v| v["level"] == "ERROR");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "{}:1: PeerAuthentication default: spec.mtls.mode: invalid type: sequence",
+            policies.display()
+        )),
+        "{failed}"
+    );
+    assert_ne!(server.exit_code(), Some(0));
+}
