@@ -3,9 +3,10 @@
 
 mod request;
 
-use crate::decision::{judge, Verdict};
+use crate::decision::policy_object::{auth_policy_warnings, peer_authentication_warnings};
+use crate::decision::{judge, Verdict, Warning};
 use crate::enforcement::{self, Mode};
-use crate::model::{AuthPolicy, DestinationRule, ObjectKind};
+use crate::model::{AuthPolicy, DestinationRule, ObjectKind, ObjectRef, PeerAuthentication};
 use crate::patch;
 use crate::settings::Settings;
 use crate::snapshot::Snapshot;
@@ -233,7 +234,11 @@ fn answer(
     let group = request.kind.group.as_str();
     let kind = request.kind.kind.as_str();
     let namespace = request.namespace.as_deref().unwrap_or("default");
-    let mode = enforcement::mode_for(snapshot, settings, namespace);
+    // A cluster-scoped object (a MeshPolicy) has no namespace label: the global mode.
+    let mode = match request.namespace.as_deref() {
+        Some(ns) => enforcement::mode_for(snapshot, settings, ns),
+        None => settings.mode,
+    };
     if !mode.judges() {
         return Answer::allow();
     }
@@ -258,6 +263,12 @@ fn answer(
                         Err(_) => ObjectIn::Other,
                     }
                 }
+                Some(ObjectKind::PeerAuthentication) => {
+                    match serde_json::from_str::<PeerAuthentication>(raw.get()) {
+                        Ok(p) => ObjectIn::PeerAuthentication(Box::new(p)),
+                        Err(_) => ObjectIn::Other,
+                    }
+                }
                 _ => ObjectIn::Other,
             };
             &typed
@@ -272,14 +283,42 @@ fn answer(
             let verdict = judge(snapshot, settings, rule, namespace);
             destination_rule(settings, endpoint, mode, &verdict, rule)
         }
-        // Allowed untouched; only the YAML-null trap is worth a word.
-        ObjectIn::Policy(p) if p.spec.has_peer_without_mtls() => {
-            let object = format!("{kind} {namespace}/{}", request.name);
-            let message = crate::model::peer_without_mtls_message(&object, p.spec.mode());
-            Answer::with_warnings(vec![format!("mtls-guard: {message}")])
+        // Section 8: policy objects are allowed, with a word about what Istio ignores or
+        // reads otherwise; only the validating webhook speaks (the mutating one is silent).
+        ObjectIn::Policy(_) | ObjectIn::PeerAuthentication(_) if endpoint == Endpoint::Mutate => {
+            Answer::allow()
+        }
+        ObjectIn::Policy(p) => {
+            let Some(object_kind) = ObjectKind::of_group_kind(group, kind) else {
+                return Answer::allow();
+            };
+            let object = policy_ref(object_kind, request);
+            policy_warnings(auth_policy_warnings(&object, &p.spec))
+        }
+        ObjectIn::PeerAuthentication(pa) => {
+            let object = policy_ref(ObjectKind::PeerAuthentication, request);
+            policy_warnings(peer_authentication_warnings(&object, &pa.spec))
         }
         _ => Answer::allow(),
     }
+}
+
+/// The object of a request, as warnings name it.
+fn policy_ref(kind: ObjectKind, request: &RequestIn) -> ObjectRef {
+    ObjectRef {
+        kind,
+        namespace: request.namespace.as_deref().unwrap_or_default().to_string(),
+        name: request.name.to_string(),
+    }
+}
+
+fn policy_warnings(warnings: Vec<Warning>) -> Answer {
+    Answer::with_warnings(
+        warnings
+            .into_iter()
+            .map(|w| format!("mtls-guard: {}", w.message))
+            .collect(),
+    )
 }
 
 /// The answer for a judged DestinationRule in a mode that judges (`enforce` or `warn`).

@@ -10,7 +10,7 @@
 //! keys, an object of the wrong shape, `object` before `kind`) is read again
 //! by the plain path, which keeps the object raw and reports a precise error.
 
-use crate::model::{AuthPolicy, DestinationRule, ObjectKind};
+use crate::model::{AuthPolicy, DestinationRule, ObjectKind, PeerAuthentication};
 use kube::core::admission::Operation;
 use kube::core::GroupVersionKind;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
@@ -42,6 +42,7 @@ pub(super) enum ObjectIn<'a> {
     Absent,
     Rule(Box<DestinationRule>),
     Policy(Box<AuthPolicy>),
+    PeerAuthentication(Box<PeerAuthentication>),
     /// Present, of a kind no decision reads.
     Other,
     /// Not read yet: its kind was not known when it was met, or it did not fit
@@ -181,6 +182,11 @@ impl<'de: 'a, 'a> Visitor<'de> for FastRequestVisitor<'a> {
                         Some(Some(ObjectKind::Policy | ObjectKind::MeshPolicy)) => map
                             .next_value::<Option<AuthPolicy>>()?
                             .map_or(ObjectIn::Absent, |p| ObjectIn::Policy(Box::new(p))),
+                        Some(Some(ObjectKind::PeerAuthentication)) => map
+                            .next_value::<Option<PeerAuthentication>>()?
+                            .map_or(ObjectIn::Absent, |p| {
+                                ObjectIn::PeerAuthentication(Box::new(p))
+                            }),
                         Some(_) => map
                             .next_value::<Option<IgnoredAny>>()?
                             .map_or(ObjectIn::Absent, |_| ObjectIn::Other),
@@ -224,11 +230,12 @@ mod tests {
             let kind = request.kind.kind.as_str();
             match (&request.object, kind) {
                 (ObjectIn::Rule(_), "DestinationRule")
-                | (ObjectIn::Policy(_), "Policy" | "MeshPolicy") => {}
+                | (ObjectIn::Policy(_), "Policy" | "MeshPolicy")
+                | (ObjectIn::PeerAuthentication(_), "PeerAuthentication") => {}
                 (
                     ObjectIn::Other,
-                    "PeerAuthentication" | "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute"
-                    | "TLSRoute" | "TCPRoute" | "ReferenceGrant",
+                    "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "TLSRoute"
+                    | "TCPRoute" | "ReferenceGrant",
                 ) => {}
                 (ObjectIn::Absent, _) => assert_eq!(request.operation, Operation::Delete),
                 _ => panic!("{}: object not typed by its kind {kind}", path.display()),

@@ -9,6 +9,7 @@ mod client;
 pub mod exemption;
 mod host;
 mod judge;
+pub mod policy_object;
 mod server;
 mod verdict;
 

@@ -89,6 +89,12 @@ pub enum WarningCode {
     NamedTargetPort,
     /// An ingress-exempt service whose server side still requires mTLS.
     MissingServerExemption,
+    /// A Policy without targets not named `default`, or a MeshPolicy not named
+    /// `default`: Istio ignores it (section 8, said when it is written).
+    IgnoredPolicy,
+    /// A PeerAuthentication with `portLevelMtls` but no selector: Istio rejects the
+    /// port-level entries (section 8).
+    PortLevelWithoutSelector,
 }
 
 impl WarningCode {
@@ -100,6 +106,8 @@ impl WarningCode {
             WarningCode::PartialPeerAuthentication => "MG204",
             WarningCode::NamedTargetPort => "MG205",
             WarningCode::MissingServerExemption => "MG206",
+            WarningCode::IgnoredPolicy => "MG207",
+            WarningCode::PortLevelWithoutSelector => "MG208",
         }
     }
 }
