@@ -6,9 +6,20 @@
 //! back to back for a fixed time; the bench reports throughput and latency
 //! percentiles per endpoint and concurrency, side by side with the ceiling.
 //!
-//! `cargo bench --bench load`; environment:
+//! `cargo bench --bench load [-- MODE]`; modes:
+//! - (none): the table above;
+//! - `busy-folder`: `/validate` while another thread appends lines to a file, either
+//!   beside the certificate and key (as a log in the certificate's folder) or in
+//!   another folder, alternately; the two should be equal (issue 9, defect 1);
+//! - `log-reviews`: `/validate` with every review logged at info (`--log-reviews
+//!   all`) against the default (`changes`: an allowed review is not), both writing
+//!   the log to a file, alternately.
+//!
+//! Environment:
 //! - `MTLS_GUARD_BENCH_SECS`: seconds per run (default 2),
-//! - `MTLS_GUARD_BENCH_CONCURRENCY`: comma-separated worker counts (default `1,8,64`).
+//! - `MTLS_GUARD_BENCH_CONCURRENCY`: comma-separated worker counts (default `1,8,64`;
+//!   `1,64` for the two comparisons),
+//! - `MTLS_GUARD_BENCH_WRITES`: lines a second the busy-folder writer appends (default 50000).
 //!
 //! Client and server share the machine, so absolute numbers are a floor.
 
@@ -23,7 +34,7 @@ use axum::body::Bytes;
 use axum::routing::post;
 use axum::Router;
 use mtls_guard::admission::{review, Endpoint};
-use mtls_guard::server::{self, tls, ConnLimits};
+use mtls_guard::server::{self, tls, ConnLimits, ReviewLog, SnapshotSource};
 use mtls_guard::settings::Settings;
 use mtls_guard::snapshot::Snapshot;
 use std::net::SocketAddr;
@@ -140,7 +151,7 @@ async fn start_ceiling(
 ) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
     let pair = tls::parse_pair(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap();
     let resolver = Arc::new(tls::CertResolver::new(pair));
-    let config = Arc::new(tls::server_config(resolver).unwrap());
+    let config = Arc::new(tls::server_config(resolver, None).unwrap());
     async fn constant(_body: Bytes) -> ([(&'static str, &'static str); 1], &'static str) {
         ([("content-type", "application/json")], CONSTANT_ALLOW)
     }
@@ -182,21 +193,210 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-fn main() {
-    // `cargo bench` passes `--bench`; any other argument filters nothing here.
-    let seconds: f64 = env_or("MTLS_GUARD_BENCH_SECS", 2.0);
-    let duration = Duration::from_secs_f64(seconds.max(0.1));
-    let concurrencies: Vec<usize> = std::env::var("MTLS_GUARD_BENCH_CONCURRENCY")
-        .unwrap_or_else(|_| "1,8,64".into())
+fn concurrencies(default: &str) -> Vec<usize> {
+    std::env::var("MTLS_GUARD_BENCH_CONCURRENCY")
+        .unwrap_or_else(|_| default.into())
         .split(',')
         .filter_map(|c| c.trim().parse().ok())
         .filter(|c| *c > 0)
-        .collect();
+        .collect()
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; the first other argument is the mode.
+    let mode = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .unwrap_or_default();
+    let seconds: f64 = env_or("MTLS_GUARD_BENCH_SECS", 2.0);
+    let duration = Duration::from_secs_f64(seconds.max(0.1));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async move {
+    match mode.as_str() {
+        "" => runtime.block_on(table(duration, concurrencies("1,8,64"))),
+        "busy-folder" => runtime.block_on(busy_folder(duration, concurrencies("1,64"))),
+        "log-reviews" => runtime.block_on(log_reviews(duration, concurrencies("1,64"))),
+        other => panic!("unknown mode {other:?}: expected busy-folder or log-reviews"),
+    }
+}
+
+/// Appends `per_second` short lines a second to `path` (one write each, in bursts
+/// every millisecond) until `stop`.
+fn busy_writer(
+    path: std::path::PathBuf,
+    per_second: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&path).unwrap();
+        let per_ms = per_second.div_ceil(1000).max(1);
+        let line = b"2026-01-01T00:00:00.000000Z  INFO mtls_guard::server::webhook: review endpoint=validate verdict=allowed\n";
+        let start = Instant::now();
+        let mut written = 0usize;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for _ in 0..per_ms {
+                file.write_all(line).unwrap();
+            }
+            written += per_ms;
+            // Keep to the rate: sleep until this burst's millisecond is over.
+            let due = Duration::from_millis((written / per_ms) as u64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        written
+    })
+}
+
+/// Issue 9, defect 1: the same server and certificate, with a busy file elsewhere
+/// and then beside the certificate, alternately.
+async fn busy_folder(duration: Duration, concurrencies: Vec<usize>) {
+    let per_second: usize = env_or("MTLS_GUARD_BENCH_WRITES", 50_000);
+    let real = TestServer::bookinfo().await;
+    let ca = real.ca.pem();
+    let url = format!(
+        "https://127.0.0.1:{}/validate",
+        real.handle.webhook_addr().port()
+    );
+    let body = compact(&review_body("10"));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let checks = |handle: &server::Handle| {
+        support::metric_value(
+            &handle.metrics_text(),
+            "mtls_guard_certificate_checks_total{trigger=\"change\"}",
+        )
+        .unwrap_or(f64::NAN)
+    };
+    println!(
+        "busy-folder: /validate, {} s per run, a writer appending {per_second} lines/s to a file in another folder or in the certificate's folder, alternately",
+        duration.as_secs_f64()
+    );
+    println!(
+        "{:>4} {:>6} | {:>9} {:>8} {:>8} | {:>13} {:>13}",
+        "conc", "round", "req/s", "p50 ms", "p99 ms", "busy file in", "cert checks"
+    );
+    for &c in &concurrencies {
+        let mut sums = [0.0f64; 2];
+        for round in 1..=2 {
+            for (i, beside) in [false, true].into_iter().enumerate() {
+                let path = if beside {
+                    real.secret.path().join("server.log")
+                } else {
+                    elsewhere.path().join("server.log")
+                };
+                let checks_before = checks(&real.handle);
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let writer = busy_writer(path, per_second, stop.clone());
+                let run = drive(url.clone(), ca.clone(), body.clone(), c, duration).await;
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                let written = writer.join().unwrap();
+                sums[i] += run.throughput();
+                println!(
+                    "{:>4} {:>6} | {:>9.0} {:>8.3} {:>8.3} | {:>13} {:>13}{}",
+                    c,
+                    round,
+                    run.throughput(),
+                    run.percentile_ms(50.0),
+                    run.percentile_ms(99.0),
+                    if beside {
+                        "cert folder"
+                    } else {
+                        "other folder"
+                    },
+                    checks(&real.handle) - checks_before,
+                    if run.errors > 0 {
+                        format!("  ERRORS: {}", run.errors)
+                    } else {
+                        format!(
+                            "  ({:.0} lines/s written)",
+                            written as f64 / duration.as_secs_f64()
+                        )
+                    }
+                );
+            }
+        }
+        println!(
+            "{c:>4} conc: busy file in the certificate's folder / elsewhere = {:.2}",
+            sums[1] / sums[0]
+        );
+    }
+    real.handle.stop().await;
+}
+
+/// The cost of a log line per review: the default (an allowed review is not
+/// logged at info) against `--log-reviews all`, both logging to a file.
+async fn log_reviews(duration: Duration, concurrencies: Vec<usize>) {
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_path = log_dir.path().join("serve.log");
+    let file = std::fs::File::create(&log_path).unwrap();
+    // What `serve` installs (text, info), writing to a file instead of stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .init();
+    let start = |log: ReviewLog| {
+        TestServer::start_with(
+            SnapshotSource::Objects(support::bookinfo_objects()),
+            move |c| c.log_reviews = log,
+        )
+    };
+    let all = start(ReviewLog::All).await;
+    let changes = start(ReviewLog::Changes).await;
+    let body = compact(&review_body("10"));
+    println!(
+        "log-reviews: /validate (allowed), {} s per run, text log to a file; default `changes` (no line) against `all` (a line per review), alternately",
+        duration.as_secs_f64()
+    );
+    println!(
+        "{:>4} {:>6} | {:>9} {:>8} | {:>9} {:>8} | {:>11}",
+        "conc", "round", "all r/s", "p50 ms", "chg r/s", "p50 ms", "log MB"
+    );
+    for &c in &concurrencies {
+        let mut sums = [0.0f64; 2];
+        for round in 1..=2 {
+            let mut row = Vec::new();
+            for server in [&all, &changes] {
+                let url = format!(
+                    "https://127.0.0.1:{}/validate",
+                    server.handle.webhook_addr().port()
+                );
+                row.push(drive(url, server.ca.pem(), body.clone(), c, duration).await);
+            }
+            sums[0] += row[0].throughput();
+            sums[1] += row[1].throughput();
+            println!(
+                "{:>4} {:>6} | {:>9.0} {:>8.3} | {:>9.0} {:>8.3} | {:>11.1}{}",
+                c,
+                round,
+                row[0].throughput(),
+                row[0].percentile_ms(50.0),
+                row[1].throughput(),
+                row[1].percentile_ms(50.0),
+                std::fs::metadata(&log_path).map_or(0.0, |m| m.len() as f64 / 1e6),
+                if row[0].errors + row[1].errors > 0 {
+                    format!("  ERRORS: {} all, {} changes", row[0].errors, row[1].errors)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        println!(
+            "{c:>4} conc: throughput with a line per review / default = {:.2}",
+            sums[0] / sums[1]
+        );
+    }
+    all.handle.stop().await;
+    changes.handle.stop().await;
+}
+
+/// The table: the real server against the ceiling, per endpoint and concurrency.
+async fn table(duration: Duration, concurrencies: Vec<usize>) {
+    let seconds = duration.as_secs_f64();
+    {
         let real = TestServer::bookinfo().await;
         let ca = real.ca.pem();
         let cert = std::fs::read_to_string(real.secret.path().join("tls.crt")).unwrap();
@@ -211,7 +411,18 @@ fn main() {
         );
         println!(
             "{:<9} {:>4} | {:>9} {:>8} {:>8} {:>8} | {:>9} {:>8} {:>8} {:>8} | {:>6} {:>6}",
-            "endpoint", "conc", "req/s", "p50 ms", "p99 ms", "p99.9", "ceil r/s", "p50 ms", "p99 ms", "p99.9", "r/s %", "p50 x"
+            "endpoint",
+            "conc",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9",
+            "ceil r/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9",
+            "r/s %",
+            "p50 x"
         );
         // validate: reviews, ISTIO_MUTUAL (allowed); mutate: productpage (patched to DISABLE).
         let cases = [
@@ -266,7 +477,9 @@ fn main() {
             let sample = |what: &str| {
                 support::metric_value(
                     &metrics,
-                    &format!("mtls_guard_review_duration_seconds_{what}{{endpoint=\"{endpoint}\"}}"),
+                    &format!(
+                        "mtls_guard_review_duration_seconds_{what}{{endpoint=\"{endpoint}\"}}"
+                    ),
                 )
                 .unwrap_or(f64::NAN)
             };
@@ -278,5 +491,5 @@ fn main() {
         }
         let _ = ceiling_stop.send(true);
         real.handle.stop().await;
-    });
+    }
 }

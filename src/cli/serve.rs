@@ -44,6 +44,11 @@ pub struct ServeArgs {
         env = "MTLS_GUARD_TLS_KEY"
     )]
     pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that clients must present a certificate signed by: with
+    /// it, only the API server (given such a certificate in its admission kubeconfig)
+    /// gets answers. Read at start.
+    #[arg(long, value_name = "FILE", env = "MTLS_GUARD_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
     /// Where to write the generated certificate when --tls-cert is not given.
     #[arg(long, value_name = "DIR", default_value = "certs/generated")]
     pub cert_dir: PathBuf,
@@ -118,6 +123,7 @@ impl From<ServeArgs> for ServeOptions {
             settings: a.settings.into(),
             log_format: a.log_format,
             log_reviews: a.log_reviews,
+            client_ca: a.client_ca,
             limits: ConnLimits {
                 tls_handshake_timeout: a.tls_handshake_timeout,
                 header_read_timeout: a.header_read_timeout,

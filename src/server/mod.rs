@@ -70,6 +70,8 @@ pub struct ServeOptions {
     pub log_format: LogFormat,
     /// Which reviews get an info log line.
     pub log_reviews: ReviewLog,
+    /// `--client-ca`: require client certificates signed by these CAs.
+    pub client_ca: Option<PathBuf>,
     pub limits: ConnLimits,
     pub review_timeout: Duration,
     /// How long to keep serving with `/readyz` failing before the drain.
@@ -95,6 +97,9 @@ pub struct ServerConfig {
     pub cert_poll_interval: Duration,
     /// Which reviews get an info log line.
     pub log_reviews: ReviewLog,
+    /// CA certificates (PEM) that a client certificate must be signed by; `None`:
+    /// no client certificate is asked for.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -112,6 +117,7 @@ impl ServerConfig {
             cert_poll_interval: Duration::from_secs(5),
             policies_poll_interval: Duration::from_secs(2),
             log_reviews: ReviewLog::default(),
+            client_ca: None,
         }
     }
 }
@@ -230,7 +236,18 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
         "serving certificate loaded"
     );
     let resolver = Arc::new(tls::CertResolver::new(pair));
-    let tls_config = Arc::new(tls::server_config(resolver.clone())?);
+    let client_auth = match &config.client_ca {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the client CA {}", path.display()))?;
+            let verifier = tls::client_verifier(&pem)
+                .with_context(|| format!("loading the client CA {}", path.display()))?;
+            tracing::info!(client_ca = %path.display(), "client certificates required: only clients with a certificate signed by the client CA are served");
+            Some(verifier)
+        }
+        None => None,
+    };
+    let tls_config = Arc::new(tls::server_config(resolver.clone(), client_auth)?);
 
     let source = config.source;
     let watched = match &source {
@@ -406,6 +423,7 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
         cert_poll_interval: args.cert_poll_interval,
         policies_poll_interval: args.policies_poll_interval,
         log_reviews: args.log_reviews,
+        client_ca: args.client_ca,
     };
     let handle = start(config).await?;
     if let Some(paths) = generated {

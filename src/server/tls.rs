@@ -3,7 +3,8 @@
 
 use anyhow::{anyhow, Context};
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -142,16 +143,41 @@ impl ResolvesServerCert for CertResolver {
     }
 }
 
-/// The webhook port's rustls configuration: TLS 1.2 and 1.3 only, no client
-/// certificates, ALPN `h2` then `http/1.1`.
+/// Requires a client certificate signed by one of the CAs in `ca_pem` (`--client-ca`):
+/// only the API server, holding such a certificate, can then ask for reviews.
+pub fn client_verifier(ca_pem: &[u8]) -> anyhow::Result<Arc<dyn ClientCertVerifier>> {
+    let certs = rustls_pemfile::certs(&mut &ca_pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading the client CA PEM")?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "no CERTIFICATE block in the client CA file"
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| anyhow!("the client CA file holds an unusable certificate: {e}"))?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| anyhow!("the client CA: {e}"))
+}
+
+/// The webhook port's rustls configuration: TLS 1.2 and 1.3 only, ALPN `h2` then
+/// `http/1.1`; client certificates verified by `client_auth` when given, else not asked for.
 pub fn server_config(
     resolver: Arc<dyn ResolvesServerCert>,
+    client_auth: Option<Arc<dyn ClientCertVerifier>>,
 ) -> anyhow::Result<rustls::ServerConfig> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+        .context("TLS protocol versions")?;
+    let builder = match client_auth {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
