@@ -68,7 +68,7 @@ pub fn plan(verdict: &Verdict, spec: &DestinationRuleSpec) -> Plan {
     for f in &verdict.findings {
         let set = match &f.outcome {
             Outcome::Fill(m) | Outcome::Patch(m) => Some(m),
-            Outcome::Ok | Outcome::Conflict => None,
+            Outcome::Ok | Outcome::Conflict | Outcome::InvalidMode => None,
         };
         groups
             .entry(f.client_source)

@@ -210,8 +210,21 @@ fn s7_reviews_disable_is_denied_with_section_6_message() {
     assert_eq!(verdict, ReviewVerdict::Denied);
     assert_eq!(resp["response"]["allowed"], false);
     assert_eq!(resp["response"]["status"]["code"], 403);
+    // The top-level DISABLE that every subset inherits is one line, worded as `check`
+    // words it (subsets folded into "also subsets ...").
     let msg = resp["response"]["status"]["message"].as_str().unwrap();
-    assert!(msg.contains("reviews.bookinfo.svc.cluster.local port 9080 subset v2: tls mode DISABLE, but Policy bookinfo/default requires mutual TLS (STRICT); use ISTIO_MUTUAL or add a service-specific exemption Policy"), "{msg}");
+    assert_eq!(msg, "reviews.bookinfo.svc.cluster.local port 9080: tls mode DISABLE, but Policy bookinfo/default requires mutual TLS (STRICT); use ISTIO_MUTUAL or add a service-specific exemption Policy; also subsets v1, v2, v3");
+
+    // Only subset v2 disables TLS: the denial is section 6's example, word for word.
+    let mut body = fixture("25-");
+    let spec = &mut body["request"]["object"]["spec"];
+    spec["trafficPolicy"] = json!({"tls": {"mode": "ISTIO_MUTUAL"}});
+    spec["subsets"][1]["trafficPolicy"] = json!({"tls": {"mode": "DISABLE"}});
+    let (_, resp, _) = answer(&snap, &Settings::default(), Endpoint::Validate, &body);
+    assert_eq!(
+        resp["response"]["status"]["message"],
+        "reviews.bookinfo.svc.cluster.local port 9080 subset v2: tls mode DISABLE, but Policy bookinfo/default requires mutual TLS (STRICT); use ISTIO_MUTUAL or add a service-specific exemption Policy"
+    );
 }
 
 #[test]
@@ -363,4 +376,56 @@ fn malformed_reviews_get_clear_answers() {
     let (_, resp, verdict) = answer(&snap, &off, Endpoint::Validate, &body);
     assert_eq!(verdict, ReviewVerdict::Allowed, "{resp:#}");
     assert!(resp["response"].get("warnings").is_none());
+}
+
+/// A `tls.mode` Istio's schema refuses (here lower case, which used to pass as
+/// ISTIO_MUTUAL): the validating webhook denies it with `check`'s words; the mutating
+/// webhook leaves that field alone and still makes the other changes.
+#[test]
+fn invalid_tls_mode_is_denied_and_left_alone_by_the_mutating_webhook() {
+    let snap = bookinfo("");
+    let message = "spec.trafficPolicy.tls.mode \"istio_mutual\" is not a TLS mode Istio accepts; use DISABLE, SIMPLE, MUTUAL or ISTIO_MUTUAL";
+    let mut body = fixture("10-");
+    body["request"]["object"]["spec"]["trafficPolicy"] = json!({"tls": {"mode": "istio_mutual"}});
+    let (status, resp, verdict) = answer(&snap, &Settings::default(), Endpoint::Validate, &body);
+    assert_eq!(status, 200);
+    assert_eq!(verdict, ReviewVerdict::Denied);
+    assert_eq!(resp["response"]["status"]["code"], 403);
+    assert_eq!(resp["response"]["status"]["message"], message);
+
+    // Mode warn: allowed, with the same words.
+    let warn = Settings {
+        mode: Mode::Warn,
+        ..Settings::default()
+    };
+    let (_, resp, verdict) = answer(&snap, &warn, Endpoint::Validate, &body);
+    assert_eq!(verdict, ReviewVerdict::Allowed);
+    assert_eq!(
+        resp["response"]["warnings"],
+        json!([format!("mtls-guard (warn mode, not denied): {message}")])
+    );
+
+    // productpage is exempt: ISTIO_MUTUAL would be patched to DISABLE, istio_mutual is not.
+    let mut body = fixture("07-");
+    body["request"]["object"]["spec"]["trafficPolicy"] = json!({"tls": {"mode": "istio_mutual"}});
+    let (_, resp, verdict) = answer(&snap, &Settings::default(), Endpoint::Mutate, &body);
+    assert_eq!(verdict, ReviewVerdict::Allowed, "{resp:#}");
+    assert!(resp["response"].get("patch").is_none(), "{resp:#}");
+
+    // reviews without a top-level tls, subset v2 with a wrong case: the top level is
+    // filled, v2 is not touched.
+    let mut body = fixture("09-");
+    let spec = &mut body["request"]["object"]["spec"];
+    spec.as_object_mut().unwrap().remove("trafficPolicy");
+    spec["subsets"][1]["trafficPolicy"] = json!({"tls": {"mode": "Istio_Mutual"}});
+    let (_, resp, verdict) = answer(&snap, &Settings::default(), Endpoint::Mutate, &body);
+    assert_eq!(verdict, ReviewVerdict::Patched, "{resp:#}");
+    let patch = serde_json::to_value(patch_of(&resp).unwrap()).unwrap();
+    assert_eq!(
+        patch,
+        json!([
+            {"op": "add", "path": "/spec/trafficPolicy", "value": {}},
+            {"op": "add", "path": "/spec/trafficPolicy/tls", "value": {"mode": "ISTIO_MUTUAL"}}
+        ])
+    );
 }

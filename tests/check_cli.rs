@@ -656,3 +656,49 @@ fn broken_object_error_names_the_field() {
         )
     );
 }
+
+/// A `tls.mode` Istio's schema refuses (here lower case) is its own error, MG104,
+/// naming the accepted values: the webhook would deny the rule, so exit 1 (0 in mode
+/// warn, where it is reported and allowed).
+#[test]
+fn invalid_tls_mode_is_its_own_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "reviews-lowercase.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: bookinfo}\nspec:\n  host: reviews\n  trafficPolicy: {tls: {mode: istio_mutual}}\n  subsets: [{name: v1}, {name: v2}]\n",
+    );
+    let path = path.to_str().unwrap();
+    let o = check(&["examples/bookinfo", path]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
+    assert_eq!(
+        lines_of(&out, "bookinfo/reviews"),
+        vec![format!("{path}:1: error MG104 DestinationRule bookinfo/reviews: spec.trafficPolicy.tls.mode \"istio_mutual\" is not a TLS mode Istio accepts; use DISABLE, SIMPLE, MUTUAL or ISTIO_MUTUAL (fix: set spec.trafficPolicy.tls.mode to ISTIO_MUTUAL)")]
+    );
+    assert_eq!(
+        summary(&out),
+        "4 rules, 0 conflicts, 0 fills, 1 patches; 1 invalid tls modes"
+    );
+
+    let o = check(&["--mode", "warn", "examples/bookinfo", path]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let line = lines_of(&out, "bookinfo/reviews")[0];
+    assert!(line.contains(": warning MG104 "), "{line}");
+    assert!(line.contains("[mode warn: allowed, not denied]"), "{line}");
+
+    let o = check(&["-o", "json", "examples/bookinfo", path]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("stdout is JSON");
+    let item = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["code"] == "MG104")
+        .expect("an MG104 item");
+    assert_eq!(item["kind"], "invalid-mode");
+    assert_eq!(item["client"], "istio_mutual");
+    assert_eq!(item["required"], "ISTIO_MUTUAL");
+    assert_eq!(item["location"], "spec.trafficPolicy.tls");
+    assert_eq!(item["scopes"].as_array().unwrap().len(), 3);
+}

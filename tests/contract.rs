@@ -3262,21 +3262,70 @@ fn s5_istio_mutual_exempt_is_patch() {
 }
 
 #[test]
+fn s3_a_mode_istio_refuses_is_its_own_error() {
+    // Istio's schema accepts DISABLE, SIMPLE, MUTUAL and ISTIO_MUTUAL only, as written:
+    // another value is never judged consistent, whatever the server side requires.
+    let strict = snap(&bookinfo_strict());
+    let plain = snap(&bookinfo());
+    for mode in ["BOGUS", "istio_mutual", "DISABL", "\" DISABLE\"", "\"\""] {
+        for s in [&strict, &plain] {
+            let v = judge_in(s, &settings(), &rule_with_tls("reviews", mode));
+            let f = at(&v, 9080);
+            assert_eq!(f.outcome, Outcome::InvalidMode, "{mode}");
+            assert!(matches!(f.client, ClientMode::Invalid(_)), "{mode}");
+            assert!(!v.has_conflict() && !v.has_change(), "{mode}");
+            assert_eq!(v.invalid_modes.len(), 1, "{mode}");
+            assert_eq!(
+                v.invalid_modes[0].source,
+                ClientSource::ScopeTls(TlsScope::Top)
+            );
+        }
+    }
+    let v = judge_in(
+        &strict,
+        &settings(),
+        &rule_with_tls("reviews", "istio_mutual"),
+    );
+    assert_eq!(
+        v.invalid_modes[0].message(&rule(&rule_with_tls("reviews", "istio_mutual")).spec),
+        "spec.trafficPolicy.tls.mode \"istio_mutual\" is not a TLS mode Istio accepts; use DISABLE, SIMPLE, MUTUAL or ISTIO_MUTUAL"
+    );
+    // Every field is found, used by a port or not, and so is an out-of-scope rule's.
+    let spec = "{host: reviews, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}, portLevelSettings: [{port: {number: 7777}, tls: {mode: Simple}}]}, subsets: [{name: v1, trafficPolicy: {tls: {mode: mutual}}}]}";
+    let v = judge_in(&strict, &settings(), &dr("bookinfo", "r", spec));
+    let found: Vec<(ClientSource, &str)> = v
+        .invalid_modes
+        .iter()
+        .map(|i| (i.source, i.mode.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (ClientSource::PortEntry(TlsScope::Top, 0), "Simple"),
+            (ClientSource::ScopeTls(TlsScope::Subset(0)), "mutual"),
+        ]
+    );
+    let v = judge_in(
+        &strict,
+        &settings(),
+        &dr(
+            "bookinfo",
+            "r",
+            "{host: www.example.com, trafficPolicy: {tls: {mode: simple}}}",
+        ),
+    );
+    assert_eq!(v.target, HostTarget::OutOfScope);
+    assert_eq!(v.invalid_modes.len(), 1);
+}
+
+#[test]
 fn s5_anything_else_is_conflict() {
     // "anything else | conflict: the validating webhook denies".
     let strict = snap(&bookinfo_strict());
-    for mode in ["DISABLE", "SIMPLE", "MUTUAL", "BOGUS"] {
+    for mode in ["DISABLE", "SIMPLE", "MUTUAL"] {
         let v = judge_in(&strict, &settings(), &rule_with_tls("reviews", mode));
         assert_eq!(at(&v, 9080).outcome, Outcome::Conflict, "{mode}");
     }
-    assert_eq!(
-        at(
-            &judge_in(&strict, &settings(), &rule_with_tls("reviews", "BOGUS")),
-            9080
-        )
-        .client,
-        ClientMode::Invalid("BOGUS".into())
-    );
     // Only ISTIO_MUTUAL is patched towards an exempt port.
     let exempt =
         snap(&(bookinfo_strict() + &ingress("bookinfo", "g", Some("nginx"), None, "productpage")));

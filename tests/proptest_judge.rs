@@ -511,6 +511,12 @@ fn exercise(v: &Verdict, rule: &DestinationRule) {
     let _ = v.display_host("cluster.local");
     let _ = v.conflicts().count();
     let _ = v.changes().count();
+    for g in v.groups() {
+        let _ = v.group_message(&g, "cluster.local");
+    }
+    for i in &v.invalid_modes {
+        let _ = i.message(&rule.spec);
+    }
 }
 
 /// Contract section 5, both tables, as an oracle.
@@ -529,6 +535,8 @@ fn check_tables(v: &Verdict, auto_mtls: bool) -> Result<(), TestCaseError> {
         };
         prop_assert_eq!(&f.required, &required);
         let want = match (&required, &f.client) {
+            // A value Istio's schema refuses is its own error, before both tables.
+            (_, ClientMode::Invalid(_)) => Outcome::InvalidMode,
             (Required::Any, _) => Outcome::Ok,
             (Required::Mode(m), c) if m == c => Outcome::Ok,
             (_, ClientMode::Unset) if auto_mtls => Outcome::Ok,
@@ -642,6 +650,11 @@ proptest! {
         for (b, a) in before.findings.iter().zip(&after.findings) {
             prop_assert_eq!((&b.port, &b.subset), (&a.port, &a.subset));
             match &b.outcome {
+                Outcome::InvalidMode => {
+                    // The mutating webhook leaves an invalid mode alone.
+                    prop_assert_eq!(&a.outcome, &Outcome::InvalidMode);
+                    prop_assert_eq!(&a.client, &b.client);
+                }
                 Outcome::Conflict => {
                     // Touches nothing else: a conflict keeps its client mode.
                     prop_assert_eq!(&a.outcome, &Outcome::Conflict,

@@ -4,7 +4,7 @@
 mod request;
 
 use crate::decision::policy_object::{auth_policy_warnings, peer_authentication_warnings};
-use crate::decision::{judge, Verdict, Warning};
+use crate::decision::{judge, Outcome, Verdict, Warning};
 use crate::enforcement::{self, Mode};
 use crate::model::{AuthPolicy, DestinationRule, ObjectKind, ObjectRef, PeerAuthentication};
 use crate::patch;
@@ -335,7 +335,28 @@ fn destination_rule(
         .iter()
         .map(|w| format!("mtls-guard: {}", w.message))
         .collect();
+    // One message per group of findings that share a fix, worded as `check` words them.
+    let grouped = |wanted: fn(&Outcome) -> bool| -> Vec<String> {
+        verdict
+            .groups()
+            .iter()
+            .filter(|g| wanted(&g.first.outcome))
+            .map(|g| verdict.group_message(g, domain))
+            .collect()
+    };
+    let is_change = |o: &Outcome| matches!(o, Outcome::Fill(_) | Outcome::Patch(_));
+    // What the validating webhook denies: invalid modes, then conflicts.
+    let denials = || -> Vec<String> {
+        let mut lines: Vec<String> = verdict
+            .invalid_modes
+            .iter()
+            .map(|i| i.message(&rule.spec))
+            .collect();
+        lines.extend(grouped(|o| *o == Outcome::Conflict));
+        lines
+    };
     match (endpoint, mode.enforces()) {
+        // Invalid modes are left alone: only fills and patches are planned.
         (Endpoint::Mutate, true) => {
             if !verdict.has_change() {
                 return Answer::with_warnings(warnings);
@@ -349,42 +370,40 @@ fn destination_rule(
             }
         }
         (Endpoint::Mutate, false) => {
-            warnings.extend(verdict.changes().map(|f| {
-                format!(
-                    "mtls-guard (warn mode, not applied): {}",
-                    verdict.message(f, domain)
-                )
-            }));
+            warnings.extend(
+                grouped(is_change)
+                    .into_iter()
+                    .map(|m| format!("mtls-guard (warn mode, not applied): {m}")),
+            );
             Answer::with_warnings(warnings)
         }
         (Endpoint::Validate, true) => {
-            let conflicts: Vec<String> = verdict
-                .conflicts()
-                .map(|f| verdict.message(f, domain))
-                .collect();
-            warnings.extend(verdict.changes().map(|f| {
-                format!(
-                    "mtls-guard: {} (the mutating webhook did not apply this)",
-                    verdict.message(f, domain)
-                )
-            }));
+            let denials = denials();
+            warnings.extend(
+                grouped(is_change)
+                    .into_iter()
+                    .map(|m| format!("mtls-guard: {m} (the mutating webhook did not apply this)")),
+            );
             Answer {
-                denied: (!conflicts.is_empty()).then(|| status(403, conflicts.join("\n"))),
+                denied: (!denials.is_empty()).then(|| status(403, denials.join(DENIAL_SEPARATOR))),
                 warnings,
                 ..Answer::default()
             }
         }
         (Endpoint::Validate, false) => {
-            warnings.extend(verdict.conflicts().map(|f| {
-                format!(
-                    "mtls-guard (warn mode, not denied): {}",
-                    verdict.message(f, domain)
-                )
-            }));
+            warnings.extend(
+                denials()
+                    .into_iter()
+                    .map(|m| format!("mtls-guard (warn mode, not denied): {m}")),
+            );
             Answer::with_warnings(warnings)
         }
     }
 }
+
+/// Between the lines of a denial: one line per invalid mode and per group of
+/// conflicts, each as `check` prints it (docs/architecture.md).
+pub const DENIAL_SEPARATOR: &str = "\n";
 
 fn status(code: u16, message: String) -> Status {
     let reason = match code {

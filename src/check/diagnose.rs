@@ -1,7 +1,9 @@
 //! Grouping: one verdict's findings become diagnostics, the lines `check` prints.
 //! Findings that share a fix make one diagnostic listing every scope.
 
-use crate::decision::{ClientSource, Finding, HostTarget, Outcome, PortScope, Required, Verdict};
+use crate::decision::{
+    accepted_modes, ClientSource, Finding, HostTarget, InvalidMode, Outcome, Required, Verdict,
+};
 use crate::enforcement::Mode;
 use crate::model::DestinationRuleSpec;
 use crate::patch;
@@ -38,6 +40,8 @@ pub enum DiagnosticKind {
     Fill,
     /// MG103: the mutating webhook would change ISTIO_MUTUAL to DISABLE.
     Patch,
+    /// MG104: a `tls.mode` Istio's schema refuses; the validating webhook would deny the rule.
+    InvalidMode,
     /// MG201..MG206: a warning of the decision.
     Warning,
 }
@@ -58,7 +62,7 @@ pub struct Diagnostic {
     pub kind: DiagnosticKind,
     /// Every (port, subset) with this problem; they share one fix.
     pub scopes: Vec<Scope>,
-    /// The client mode the rule sets there (conflicts, fills, patches).
+    /// The client mode the rule sets there (conflicts, fills, patches, invalid modes).
     pub client: Option<String>,
     /// The mode the server side calls for.
     pub required: Option<String>,
@@ -69,12 +73,13 @@ pub struct Diagnostic {
     pub fix: Option<String>,
 }
 
-/// The diagnostics of one verdict, in the order of the verdict's findings, then its warnings.
+/// The diagnostics of one verdict: its invalid TLS modes, then its findings grouped by
+/// fix (in the order of the verdict's findings), then its warnings.
 ///
 /// Findings that share a fix (same source field, same outcome, same reason) make one
-/// diagnostic listing every scope, so a top-level `tls` that all subsets inherit gives one
-/// line, not one per subset. `changes` are the patch planner's for this verdict
-/// (empty when it has nothing to fill or patch).
+/// diagnostic listing every scope ([`Verdict::groups`]), so a top-level `tls` that all
+/// subsets inherit gives one line, not one per subset. `changes` are the patch
+/// planner's for this verdict (empty when it has nothing to fill or patch).
 pub fn diagnose(
     verdict: &Verdict,
     spec: &DestinationRuleSpec,
@@ -86,7 +91,16 @@ pub fn diagnose(
         return Vec::new();
     }
     let domain = settings.cluster_domain.as_str();
-    let mut out = Vec::new();
+    let denial = if mode.enforces() {
+        Severity::Error
+    } else {
+        Severity::Warning
+    };
+    let mut out: Vec<Diagnostic> = verdict
+        .invalid_modes
+        .iter()
+        .map(|invalid| invalid_mode(verdict, spec, invalid, denial, mode))
+        .collect();
     if verdict.target == HostTarget::OutOfScope {
         out.push(Diagnostic {
             severity: Severity::Note,
@@ -104,51 +118,23 @@ pub fn diagnose(
         });
         return out;
     }
-    let service = match &verdict.target {
-        HostTarget::Service { name, .. } => name.as_str(),
-        _ => "the service",
-    };
-
-    // Group the findings that are not ok by (source field, outcome, reason).
-    let mut groups: Vec<(&Finding, Vec<&Finding>)> = Vec::new();
-    for f in verdict.findings.iter().filter(|f| f.outcome != Outcome::Ok) {
-        let reason = f.reason(service);
-        match groups.iter_mut().find(|(first, _)| {
-            first.client_source == f.client_source
-                && first.outcome == f.outcome
-                && first.reason(service) == reason
-        }) {
-            Some((_, members)) => members.push(f),
-            None => groups.push((f, vec![f])),
-        }
-    }
-    for (first, members) in groups {
+    let service = verdict.service_name();
+    for group in verdict.groups() {
+        let first = group.first;
         let location = verdict.location(first, spec);
-        let scopes: Vec<Scope> = members
-            .iter()
-            .map(|f| Scope {
-                port: f.port.number(),
-                subset: f.subset.as_ref().map(|(_, n)| n.clone()),
-            })
-            .collect();
-        let mut message = verdict.message(first, domain);
-        message.push_str(&also(first, &members[1..]));
+        let scopes = group.members.iter().map(|f| scope(f)).collect();
+        let mut message = verdict.group_message(&group, domain);
         let required = match &first.required {
             Required::Any => None,
             Required::Mode(m) => Some(m.to_string()),
         };
         let (severity, code, kind, fix) = match &first.outcome {
-            Outcome::Ok => continue,
+            Outcome::Ok | Outcome::InvalidMode => continue,
             Outcome::Conflict => {
                 let fix = required
                     .as_ref()
                     .map(|m| format!("set {location}.mode to {m}"));
-                let severity = if mode.enforces() {
-                    Severity::Error
-                } else {
-                    Severity::Warning
-                };
-                (severity, "MG101", DiagnosticKind::Conflict, fix)
+                (denial, "MG101", DiagnosticKind::Conflict, fix)
             }
             Outcome::Fill(m) | Outcome::Patch(m) => {
                 let (code, kind, verb) = if matches!(first.outcome, Outcome::Fill(_)) {
@@ -166,12 +152,7 @@ pub fn diagnose(
                 (Severity::Warning, code, kind, Some(fix))
             }
         };
-        if !mode.enforces() {
-            message.push_str(match kind {
-                DiagnosticKind::Conflict => " [mode warn: allowed, not denied]",
-                _ => " [mode warn: not applied]",
-            });
-        }
+        message.push_str(warn_suffix(kind, mode));
         out.push(Diagnostic {
             severity,
             code,
@@ -200,40 +181,62 @@ pub fn diagnose(
     out
 }
 
-/// "; also subsets v1, v2" (same port as the first), or "; also port 9090 subset v1, ...".
-fn also(first: &Finding, rest: &[&Finding]) -> String {
-    if rest.is_empty() {
-        return String::new();
-    }
-    let same_port = rest
-        .iter()
-        .all(|f| f.port == first.port && f.subset.is_some());
-    let names: Vec<String> = if same_port {
-        rest.iter()
-            .filter_map(|f| f.subset.as_ref().map(|(_, n)| n.clone()))
-            .collect()
-    } else {
-        rest.iter()
-            .map(|f| match (&f.port, &f.subset) {
-                (p, Some((_, n))) => format!("{} subset {n}", port_text(p)),
-                (p, None) => port_text(p),
-            })
-            .collect()
-    };
-    if same_port {
-        let word = if names.len() == 1 {
-            "subset"
-        } else {
-            "subsets"
-        };
-        format!("; also {word} {}", names.join(", "))
-    } else {
-        format!("; also {}", names.join(", "))
+/// In mode `warn`, what the webhook does instead.
+fn warn_suffix(kind: DiagnosticKind, mode: Mode) -> &'static str {
+    match kind {
+        _ if mode.enforces() => "",
+        DiagnosticKind::Conflict | DiagnosticKind::InvalidMode => {
+            " [mode warn: allowed, not denied]"
+        }
+        _ => " [mode warn: not applied]",
     }
 }
 
-fn port_text(p: &PortScope) -> String {
-    p.to_string()
+fn scope(f: &Finding) -> Scope {
+    Scope {
+        port: f.port.number(),
+        subset: f.subset.as_ref().map(|(_, n)| n.clone()),
+    }
+}
+
+/// MG104: a `tls.mode` Istio's schema refuses, with the scopes that use it. The fix
+/// names the mode they require when they agree on one.
+fn invalid_mode(
+    verdict: &Verdict,
+    spec: &DestinationRuleSpec,
+    invalid: &InvalidMode,
+    severity: Severity,
+    mode: Mode,
+) -> Diagnostic {
+    let users: Vec<&Finding> = verdict
+        .findings
+        .iter()
+        .filter(|f| f.client_source == invalid.source)
+        .collect();
+    let required = match users.first().map(|f| &f.required) {
+        Some(Required::Mode(m)) if users.iter().all(|f| f.required == users[0].required) => {
+            Some(m.to_string())
+        }
+        _ => None,
+    };
+    let location = invalid.source.describe(spec);
+    let fix = format!(
+        "set {location}.mode to {}",
+        required.clone().unwrap_or_else(accepted_modes)
+    );
+    let mut message = invalid.message(spec);
+    message.push_str(warn_suffix(DiagnosticKind::InvalidMode, mode));
+    Diagnostic {
+        severity,
+        code: "MG104",
+        kind: DiagnosticKind::InvalidMode,
+        scopes: users.iter().map(|f| scope(f)).collect(),
+        client: Some(invalid.mode.clone()),
+        required,
+        location: Some(location),
+        message,
+        fix: Some(fix),
+    }
 }
 
 /// The planner's actions for the scope of `source` and for `reason`, and the

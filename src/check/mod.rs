@@ -32,7 +32,8 @@ use crate::snapshot::Snapshot;
 
 /// Exit code when no enforced conflict was found.
 pub const EXIT_OK: u8 = 0;
-/// Exit code when a rule in an `enforce` namespace has a conflict (the webhook would deny it).
+/// Exit code when a rule in an `enforce` namespace has a conflict or an invalid TLS
+/// mode (the webhook would deny it).
 pub const EXIT_CONFLICT: u8 = 1;
 /// Exit code for unusable input: an unreadable file, a YAML/JSON syntax error, a broken
 /// object, no input file at all (unless `--allow-empty`).
@@ -72,6 +73,10 @@ pub struct Counts {
     pub warnings: usize,
     /// Conflicts in `enforce` namespaces: the ones that fail the check.
     pub enforced_conflicts: usize,
+    /// `tls.mode` values Istio refuses (MG104), and those in `enforce` namespaces,
+    /// which fail the check too.
+    pub invalid_modes: usize,
+    pub enforced_invalid_modes: usize,
     pub rules_warn: usize,
     pub rules_off: usize,
 }
@@ -133,6 +138,12 @@ impl Report {
                             c.enforced_conflicts += 1;
                         }
                     }
+                    DiagnosticKind::InvalidMode => {
+                        c.invalid_modes += 1;
+                        if r.mode.enforces() {
+                            c.enforced_invalid_modes += 1;
+                        }
+                    }
                     DiagnosticKind::Fill => c.fills += 1,
                     DiagnosticKind::Patch => c.patches += 1,
                     DiagnosticKind::Warning => c.warnings += 1,
@@ -143,9 +154,10 @@ impl Report {
         c
     }
 
-    /// 1 when the webhook would deny a rule, else 0.
+    /// 1 when the webhook would deny a rule (a conflict or an invalid mode), else 0.
     pub fn exit_code(&self) -> u8 {
-        if self.counts().enforced_conflicts > 0 {
+        let c = self.counts();
+        if c.enforced_conflicts + c.enforced_invalid_modes > 0 {
             EXIT_CONFLICT
         } else {
             EXIT_OK
@@ -291,5 +303,35 @@ spec:
             "{text}"
         );
         assert_eq!(r.exit_code(), EXIT_OK);
+    }
+
+    #[test]
+    fn invalid_modes_are_reported_once_per_field_and_never_patched() {
+        // A typo at the top (inherited by v1), a wrong case in v2's port entry.
+        let r = run_check(
+            &rule("  host: reviews\n  trafficPolicy: {tls: {mode: DISABL}}\n  subsets:\n  - name: v1\n  - name: v2\n    trafficPolicy:\n      portLevelSettings: [{port: {number: 9443}, tls: {mode: simple}}]\n"),
+            &Settings::default(),
+        );
+        let d = &r.rules[0].diagnostics;
+        let codes: Vec<&str> = d.iter().map(|d| d.code).collect();
+        assert_eq!(codes, vec!["MG104", "MG104"], "{d:#?}");
+        assert_eq!(d[0].severity, Severity::Error);
+        assert_eq!(d[0].location.as_deref(), Some("spec.trafficPolicy.tls"));
+        // The rule's ports and subset v1 use it; v2 on port 9080 too.
+        assert_eq!(d[0].scopes.len(), 5, "{:#?}", d[0].scopes);
+        assert_eq!(
+            d[1].location.as_deref(),
+            Some("spec.subsets[v2].trafficPolicy.portLevelSettings[0].tls")
+        );
+        assert_eq!(
+            d[1].message,
+            "spec.subsets[v2].trafficPolicy.portLevelSettings[0].tls.mode \"simple\" is not a TLS mode Istio accepts; use DISABLE, SIMPLE, MUTUAL or ISTIO_MUTUAL"
+        );
+        assert!(r.rules[0].patch.0.is_empty());
+        assert_eq!(r.exit_code(), EXIT_CONFLICT);
+        assert_eq!(
+            r.summary(),
+            "1 rules, 0 conflicts, 0 fills, 0 patches; 2 invalid tls modes"
+        );
     }
 }

@@ -14,6 +14,9 @@ impl Report {
             "{} rules, {} conflicts, {} fills, {} patches",
             c.rules, c.conflicts, c.fills, c.patches
         );
+        if c.invalid_modes > 0 {
+            let _ = write!(s, "; {} invalid tls modes", c.invalid_modes);
+        }
         if c.rules_warn > 0 {
             let _ = write!(
                 s,

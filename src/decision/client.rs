@@ -15,18 +15,20 @@ pub enum ClientMode {
     Invalid(String),
 }
 
+/// The values Istio's schema accepts for `tls.mode`, exactly as written there.
+pub const TLS_MODES: [&str; 4] = ["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"];
+
 impl ClientMode {
-    /// `tls: {}` (no mode) is DISABLE, Istio's default for a present `tls`.
+    /// `tls: {}` (no mode) is DISABLE, Istio's default for a present `tls`. Any
+    /// value but the four of [`TLS_MODES`] (`istio_mutual`, ` DISABLE`) is invalid.
     pub fn of(tls: &ClientTls) -> ClientMode {
-        match tls.mode.as_deref().map(str::trim) {
+        match tls.mode.as_deref() {
             None => ClientMode::Disable,
-            Some(m) => match m.to_ascii_uppercase().as_str() {
-                "ISTIO_MUTUAL" => ClientMode::IstioMutual,
-                "DISABLE" => ClientMode::Disable,
-                "SIMPLE" => ClientMode::Simple,
-                "MUTUAL" => ClientMode::Mutual,
-                _ => ClientMode::Invalid(m.to_string()),
-            },
+            Some("ISTIO_MUTUAL") => ClientMode::IstioMutual,
+            Some("DISABLE") => ClientMode::Disable,
+            Some("SIMPLE") => ClientMode::Simple,
+            Some("MUTUAL") => ClientMode::Mutual,
+            Some(m) => ClientMode::Invalid(m.to_string()),
         }
     }
 
@@ -136,4 +138,56 @@ pub fn client_mode(
             .and_then(|tp| scope_mode(tp, TlsScope::Top, port))
     })
     .unwrap_or((ClientMode::Unset, ClientSource::ScopeTls(TlsScope::Top)))
+}
+
+/// A `tls.mode` that Istio's schema does not accept, and the field that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidMode {
+    pub source: ClientSource,
+    pub mode: String,
+}
+
+impl InvalidMode {
+    /// The message `check` prints and the validating webhook denies with.
+    pub fn message(&self, spec: &DestinationRuleSpec) -> String {
+        format!(
+            "{}.mode {:?} is not a TLS mode Istio accepts; use {}",
+            self.source.describe(spec),
+            self.mode,
+            accepted_modes()
+        )
+    }
+}
+
+/// "DISABLE, SIMPLE, MUTUAL or ISTIO_MUTUAL".
+pub fn accepted_modes() -> String {
+    let (last, rest) = TLS_MODES.split_last().expect("four modes");
+    format!("{} or {last}", rest.join(", "))
+}
+
+/// Every `tls.mode` of the rule that Istio's schema does not accept, in document
+/// order, whether or not a port the rule covers uses it.
+pub fn invalid_modes(spec: &DestinationRuleSpec) -> Vec<InvalidMode> {
+    let mut out = Vec::new();
+    let scopes = std::iter::once((TlsScope::Top, spec.traffic_policy.as_deref())).chain(
+        spec.subsets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (TlsScope::Subset(i), s.traffic_policy.as_deref())),
+    );
+    for (scope, tp) in scopes {
+        let Some(tp) = tp else { continue };
+        let fields = std::iter::once((ClientSource::ScopeTls(scope), tp.tls.as_ref())).chain(
+            tp.port_level_settings
+                .iter()
+                .enumerate()
+                .map(|(j, e)| (ClientSource::PortEntry(scope, j), e.tls.as_ref())),
+        );
+        for (source, tls) in fields {
+            if let Some(ClientMode::Invalid(mode)) = tls.map(ClientMode::of) {
+                out.push(InvalidMode { source, mode });
+            }
+        }
+    }
+    out
 }

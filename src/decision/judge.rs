@@ -1,6 +1,6 @@
 //! Required client mode and verdicts (contract section 5): the one entry point.
 
-use super::client::{client_mode, ClientMode};
+use super::client::{client_mode, invalid_modes, ClientMode};
 use super::exemption::{exemption, ingress_gateway_present, Exemption};
 use super::host::{resolve_host, HostTarget};
 use super::server::{server_mode, ServerDecision, ServerMode, Subject};
@@ -29,6 +29,7 @@ pub fn judge(
         target: HostTarget::OutOfScope,
         findings: Vec::new(),
         warnings: Vec::new(),
+        invalid_modes: invalid_modes(spec),
     };
     let mut warnings = Vec::new();
     let root = settings.root_namespace.as_str();
@@ -193,6 +194,10 @@ fn required_mode(server: &ServerDecision, ex: Option<&Exemption>) -> Required {
 
 /// The second table of section 5: the first matching row decides.
 fn outcome(client: &ClientMode, required: &Required, exempt: bool, auto_mtls: bool) -> Outcome {
+    // Before the table: Istio's schema refuses the value whatever the server side needs.
+    if let ClientMode::Invalid(_) = client {
+        return Outcome::InvalidMode;
+    }
     match required {
         r if r.accepts(client) => Outcome::Ok,
         _ if *client == ClientMode::Unset && auto_mtls => Outcome::Ok,

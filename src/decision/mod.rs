@@ -13,9 +13,11 @@ pub mod policy_object;
 mod server;
 mod verdict;
 
-pub use client::{ClientMode, ClientSource, TlsScope};
+pub use client::{
+    accepted_modes, invalid_modes, ClientMode, ClientSource, InvalidMode, TlsScope, TLS_MODES,
+};
 pub use exemption::{Exemption, IngressVia};
 pub use host::{resolve_host, HostTarget};
 pub use judge::judge;
 pub use server::{server_mode, Decider, Level, ServerDecision, ServerMode, Subject};
-pub use verdict::{Finding, Outcome, PortScope, Required, Verdict, Warning, WarningCode};
+pub use verdict::{Finding, Group, Outcome, PortScope, Required, Verdict, Warning, WarningCode};

@@ -1,6 +1,6 @@
 //! What a judgement returns: one finding per (port, subset) scope, and warnings.
 
-use super::client::{ClientMode, ClientSource};
+use super::client::{ClientMode, ClientSource, InvalidMode};
 use super::exemption::Exemption;
 use super::host::HostTarget;
 use super::server::ServerDecision;
@@ -59,6 +59,10 @@ pub enum Outcome {
     /// ISTIO_MUTUAL towards an exempt port: change it to this mode (DISABLE).
     Patch(ClientMode),
     Conflict,
+    /// The client mode is not one Istio's schema accepts: the validating webhook
+    /// denies, the mutating webhook leaves it alone. Reported once per field
+    /// ([`Verdict::invalid_modes`]), not per scope.
+    InvalidMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +132,17 @@ pub struct Verdict {
     pub findings: Vec<Finding>,
     /// Deduplicated, in the order first met.
     pub warnings: Vec<Warning>,
+    /// Every `tls.mode` of the rule that Istio's schema refuses, judged or not
+    /// (an out-of-scope host, a port entry for a port the Service lacks).
+    pub invalid_modes: Vec<InvalidMode>,
+}
+
+/// Findings that share one fix: the same source field, outcome and reason.
+#[derive(Debug, Clone)]
+pub struct Group<'a> {
+    pub first: &'a Finding,
+    /// Every finding of the group, `first` included, in the verdict's order.
+    pub members: Vec<&'a Finding>,
 }
 
 impl Verdict {
@@ -162,6 +177,79 @@ impl Verdict {
         }
     }
 
+    /// The service messages name: the rule's service, or "the service" for a wildcard.
+    pub fn service_name(&self) -> &str {
+        match &self.target {
+            HostTarget::Service { name, .. } => name.as_str(),
+            _ => "the service",
+        }
+    }
+
+    /// The findings to report (not ok, not an invalid mode), grouped by fix in the
+    /// order first met: a top-level `tls` that every subset inherits is one group.
+    /// `check` prints one line per group, and the webhooks send one message per group.
+    pub fn groups(&self) -> Vec<Group<'_>> {
+        let service = self.service_name();
+        let mut groups: Vec<(Group, String)> = Vec::new();
+        for f in &self.findings {
+            if matches!(f.outcome, Outcome::Ok | Outcome::InvalidMode) {
+                continue;
+            }
+            let reason = f.reason(service);
+            match groups.iter_mut().find(|(g, r)| {
+                g.first.client_source == f.client_source
+                    && g.first.outcome == f.outcome
+                    && *r == reason
+            }) {
+                Some((g, _)) => g.members.push(f),
+                None => groups.push((
+                    Group {
+                        first: f,
+                        members: vec![f],
+                    },
+                    reason,
+                )),
+            }
+        }
+        groups.into_iter().map(|(g, _)| g).collect()
+    }
+
+    /// A group's message: its first finding's (section 6), then the other scopes it
+    /// covers: "; also subsets v1, v2" (same port), or "; also port 9443, port 9443 subset v1".
+    pub fn group_message(&self, group: &Group, cluster_domain: &str) -> String {
+        let mut message = self.message(group.first, cluster_domain);
+        let rest = &group.members[1..];
+        if rest.is_empty() {
+            return message;
+        }
+        let first = group.first;
+        let same_port = rest
+            .iter()
+            .all(|f| f.port == first.port && f.subset.is_some());
+        if same_port {
+            let names: Vec<&str> = rest
+                .iter()
+                .filter_map(|f| f.subset.as_ref().map(|(_, n)| n.as_str()))
+                .collect();
+            let word = if names.len() == 1 {
+                "subset"
+            } else {
+                "subsets"
+            };
+            message.push_str(&format!("; also {word} {}", names.join(", ")));
+        } else {
+            let scopes: Vec<String> = rest
+                .iter()
+                .map(|f| match &f.subset {
+                    Some((_, n)) => format!("{} subset {n}", f.port),
+                    None => f.port.to_string(),
+                })
+                .collect();
+            message.push_str(&format!("; also {}", scopes.join(", ")));
+        }
+        message
+    }
+
     /// The contract's section 6 message for one finding that is not ok.
     pub fn message(&self, f: &Finding, cluster_domain: &str) -> String {
         // A rule that names no port covers every port; otherwise the rest of them.
@@ -175,10 +263,7 @@ impl Verdict {
         if let Some((_, name)) = &f.subset {
             at.push_str(&format!(" subset {name}"));
         }
-        let service = match &self.target {
-            HostTarget::Service { name, .. } => name.as_str(),
-            _ => "the service",
-        };
+        let service = self.service_name();
         let reason = f.reason(service);
         let wildcard = !matches!(self.target, HostTarget::Service { .. });
         match &f.outcome {
@@ -195,6 +280,11 @@ impl Verdict {
                 } else {
                     f.fix(service)
                 }
+            ),
+            Outcome::InvalidMode => format!(
+                "{at}: tls mode {:?} is not a TLS mode Istio accepts; use {}",
+                f.client.as_str(),
+                super::client::accepted_modes()
             ),
         }
     }
