@@ -1359,7 +1359,7 @@ fn readme_quotes_what_the_webhooks_answer_in_the_tutorial() {
         "the README shows other warnings"
     );
 
-    // reviews with DISABLE: denied, one conflict per line, after the webhook's name.
+    // reviews with DISABLE: denied, one line per group of conflicts, after the webhook's name.
     let denied = answer(
         &snapshot,
         &settings,
