@@ -107,6 +107,106 @@ async fn admin_port_reports_health_readiness_and_metrics() {
     server.handle.stop().await;
 }
 
+/// The series of docs/metrics.md's table, expanded: `{a=x|y, b=z}` gives one
+/// `name{a="x",b="z"}` per combination; a label without values (`{version}`) is
+/// kept as a prefix `name{version=` to match any value.
+fn documented_series() -> Vec<(String, String)> {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/metrics.md"),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    for line in doc.lines().filter(|l| l.starts_with("| `mtls_guard_")) {
+        let cells: Vec<&str> = line.split(" | ").collect();
+        let series = cells[0].trim_start_matches("| `").trim_end_matches('`');
+        let kind = cells[1].to_string();
+        let series = series.replace("\\|", "|");
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (n.to_string(), l.trim_end_matches('}').to_string()),
+            None => (series.clone(), String::new()),
+        };
+        let mut expanded = vec![String::new()];
+        for label in labels.split(", ").filter(|l| !l.is_empty()) {
+            let Some((key, values)) = label.split_once('=') else {
+                expanded = vec![format!("{label}=")];
+                break;
+            };
+            expanded = expanded
+                .iter()
+                .flat_map(|prefix| {
+                    values.split('|').map(move |v| {
+                        let sep = if prefix.is_empty() { "" } else { "," };
+                        format!("{prefix}{sep}{key}=\"{v}\"")
+                    })
+                })
+                .collect();
+        }
+        for labels in expanded {
+            let series = match (labels.is_empty(), labels.ends_with('=')) {
+                (true, _) => name.clone(),
+                (false, true) => format!("{name}{{{labels}"),
+                (false, false) => format!("{name}{{{labels}}}"),
+            };
+            out.push((series, kind.clone()));
+        }
+    }
+    out
+}
+
+/// docs/metrics.md: every documented series exists right after start-up, counters
+/// and histograms at 0; every family the server exports is documented; the kinds
+/// of `mtls_guard_snapshot_objects` are the kinds table's.
+#[tokio::test]
+async fn every_documented_series_exists_from_start_up() {
+    let server = TestServer::start(SnapshotSource::Empty).await;
+    let text = plain_client()
+        .get(server.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let documented = documented_series();
+    assert!(documented.len() > 30, "{documented:?}");
+    for (series, kind) in &documented {
+        match kind.as_str() {
+            "counter" => assert_eq!(metric_value(&text, series), Some(0.0), "{series}\n{text}"),
+            "histogram" => {
+                let (name, labels) = series.split_once('{').unwrap();
+                let count = format!("{name}_count{{{labels}");
+                assert_eq!(metric_value(&text, &count), Some(0.0), "{count}\n{text}");
+            }
+            _ if series.ends_with('=') => assert!(
+                text.lines().any(|l| l.starts_with(series.as_str())),
+                "{series}\n{text}"
+            ),
+            _ => assert!(metric_value(&text, series).is_some(), "{series}\n{text}"),
+        }
+    }
+    for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = family.split(' ').next().unwrap();
+        assert!(
+            documented.iter().any(|(s, _)| s.starts_with(name)),
+            "{name} is exported but not in docs/metrics.md"
+        );
+    }
+    let kinds: Vec<String> = documented
+        .iter()
+        .filter_map(|(s, _)| s.strip_prefix("mtls_guard_snapshot_objects{kind=\""))
+        .map(|k| k.trim_end_matches("\"}").to_string())
+        .collect();
+    let table: Vec<String> = mtls_guard::model::KINDS
+        .iter()
+        .map(|k| k.name.to_string())
+        .collect();
+    assert_eq!(
+        kinds, table,
+        "docs/metrics.md lists the kinds of model::KINDS"
+    );
+    server.handle.stop().await;
+}
+
 #[tokio::test]
 async fn every_fixture_is_answered_in_its_version_with_its_uid() {
     let server = TestServer::bookinfo().await;

@@ -46,6 +46,13 @@ pub enum ReviewVerdict {
 }
 
 impl ReviewVerdict {
+    pub const ALL: [ReviewVerdict; 4] = [
+        ReviewVerdict::Allowed,
+        ReviewVerdict::Patched,
+        ReviewVerdict::Denied,
+        ReviewVerdict::Error,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             ReviewVerdict::Allowed => "allowed",

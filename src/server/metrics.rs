@@ -1,5 +1,6 @@
 //! Prometheus metrics of the server, served as OpenMetrics text on the admin port.
 
+use crate::admission::{Endpoint, ReviewVerdict};
 use crate::model::ObjectKind;
 use crate::snapshot::ObjectCounts;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -174,7 +175,24 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION"),
             }),
         );
-        Metrics {
+        // Every documented series exists from the start, at 0 (docs/metrics.md): a
+        // rate over a series that appears with its first increment misses that one.
+        for endpoint in [Endpoint::Mutate, Endpoint::Validate] {
+            let endpoint = endpoint.as_str();
+            drop(latency.get_or_create(&EndpointLabels { endpoint }));
+            for verdict in ReviewVerdict::ALL {
+                drop(reviews.get_or_create(&ReviewLabels {
+                    endpoint,
+                    verdict: verdict.as_str(),
+                    kind: ObjectKind::DestinationRule.name(),
+                }));
+            }
+        }
+        for result in ["ok", "error"] {
+            drop(cert_reloads.get_or_create(&ResultLabels { result }));
+            drop(snapshot_reloads.get_or_create(&ResultLabels { result }));
+        }
+        let metrics = Metrics {
             registry,
             reviews,
             latency,
@@ -185,7 +203,9 @@ impl Metrics {
             cert_checks,
             snapshot_reloads,
             in_flight,
-        }
+        };
+        metrics.set_kind_counts(&ObjectCounts::new());
+        metrics
     }
 
     /// Marks a webhook request as in flight until the returned guard is dropped.
@@ -223,15 +243,20 @@ impl Metrics {
 
     /// Publishes the object counts of a newly loaded snapshot.
     pub fn set_snapshot(&self, counts: &ObjectCounts) {
-        self.snapshot_objects.clear();
-        for (kind, n) in counts {
+        self.set_kind_counts(counts);
+        self.snapshot_loaded.set(1);
+    }
+
+    /// One series per kind mtls-guard reads, 0 for the kinds `counts` lacks.
+    fn set_kind_counts(&self, counts: &ObjectCounts) {
+        for kind in ObjectKind::all() {
+            let n = counts.get(&kind).copied().unwrap_or(0);
             self.snapshot_objects
                 .get_or_create(&KindLabels {
                     kind: kind.to_string(),
                 })
-                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        self.snapshot_loaded.set(1);
     }
 
     pub fn set_cert_expiry(&self, not_after_unix: i64) {
