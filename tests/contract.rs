@@ -3777,3 +3777,149 @@ fn s2_pa_port_level_beats_an_older_workload_mode() {
     );
     assert!(codes(&v).is_empty(), "{:?}", v.warnings);
 }
+
+// ---------------------------------------------------------------------------
+// Section 8: several DestinationRules for one host
+// ---------------------------------------------------------------------------
+
+fn dr_at(ns: &str, name: &str, created: Option<&str>, spec: &str) -> String {
+    let created = created.map_or(String::new(), |c| format!(", creationTimestamp: \"{c}\""));
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: {ns}{created}}}\nspec: {spec}\n---\n"
+    )
+}
+
+const OLD: Option<&str> = Some("2024-01-01T00:00:00Z");
+const NEW: Option<&str> = Some("2025-01-01T00:00:00Z");
+const MUTUAL_SPEC: &str = "{host: reviews, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}";
+
+/// The MG209 warnings of `rule` judged against `stored`.
+fn older_rule_warnings(stored: &str, rule: &str) -> Vec<String> {
+    let v = judge_in(&snap(&(bookinfo_strict() + stored)), &settings(), rule);
+    v.warnings
+        .iter()
+        .filter(|w| w.code == WarningCode::OlderRuleForHost)
+        .map(|w| w.message.clone())
+        .collect()
+}
+
+#[test]
+fn s8_older_rule_for_the_same_host_warns() {
+    // "A DestinationRule whose host is already covered, in the same namespace, by an older
+    // rule that sets a trafficPolicy gets a warning that names the older rule".
+    let stored = dr_at("bookinfo", "reviews-old", OLD, MUTUAL_SPEC);
+    // Being created: no creation time, so the newest. The host is written another way.
+    let rule = dr_at(
+        "bookinfo",
+        "reviews-new",
+        None,
+        "{host: reviews.bookinfo.svc.cluster.local, trafficPolicy: {tls: {mode: DISABLE}}}",
+    );
+    assert_eq!(
+        older_rule_warnings(&stored, &rule),
+        ["DestinationRule bookinfo/reviews-old is older and also sets a trafficPolicy for host reviews: Istio applies that rule's traffic policy and ignores this one's (this rule is still judged as written, since the older one may go)"]
+    );
+    // "The newer rule is still judged as written": DISABLE is still a conflict.
+    let v = judge_in(&snap(&(bookinfo_strict() + &stored)), &settings(), &rule);
+    assert_eq!(at(&v, 9080).outcome, Outcome::Conflict);
+    // The older rule itself gets no such warning, nor does an update of it.
+    let newer = dr_at("bookinfo", "reviews-new", NEW, MUTUAL_SPEC);
+    assert!(older_rule_warnings(&newer, &stored).is_empty());
+    assert!(older_rule_warnings(&stored, &stored).is_empty());
+}
+
+#[test]
+fn s8_older_rule_needs_a_traffic_policy_the_same_host_and_namespace() {
+    let rule = dr_at("bookinfo", "reviews-new", None, MUTUAL_SPEC);
+    for (case, stored, warns) in [
+        (
+            "older rule without trafficPolicy",
+            dr_at("bookinfo", "reviews-old", OLD, "{host: reviews, subsets: [{name: v1, labels: {version: v1}}]}"),
+            false,
+        ),
+        ("older rule with trafficPolicy", dr_at("bookinfo", "reviews-old", OLD, MUTUAL_SPEC), true),
+        (
+            "another namespace",
+            dr_at("other", "reviews-old", OLD, "{host: reviews.bookinfo.svc.cluster.local, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}"),
+            false,
+        ),
+        (
+            "another host",
+            dr_at("bookinfo", "ratings-old", OLD, "{host: ratings, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}"),
+            false,
+        ),
+        (
+            "a namespace-wide rule is another host",
+            dr_at("bookinfo", "all", OLD, "{host: \"*.bookinfo.svc.cluster.local\", trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}"),
+            false,
+        ),
+        (
+            "the same host as s.n",
+            dr_at("bookinfo", "reviews-old", OLD, "{host: reviews.bookinfo, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}"),
+            true,
+        ),
+        (
+            "a newer rule",
+            dr_at("bookinfo", "reviews-old", None, MUTUAL_SPEC).replace("reviews-old", "zz-reviews"),
+            false,
+        ),
+    ] {
+        assert_eq!(!older_rule_warnings(&stored, &rule).is_empty(), warns, "{case}");
+    }
+}
+
+#[test]
+fn s8_older_rule_by_creation_time_then_name() {
+    // "the older rule is the one with the earlier creation time, then name order, and a
+    // rule without a creation time (one being created) is the newest".
+    let a_old = dr_at("bookinfo", "b-rule", OLD, MUTUAL_SPEC);
+    let same_time = |name: &str| dr_at("bookinfo", name, OLD, MUTUAL_SPEC);
+    // Same creation time: name order decides.
+    assert_eq!(older_rule_warnings(&a_old, &same_time("c-rule")).len(), 1);
+    assert!(older_rule_warnings(&a_old, &same_time("a-rule")).is_empty());
+    // Neither has a creation time (files): name order.
+    let untimed = |name: &str| dr_at("bookinfo", name, None, MUTUAL_SPEC);
+    assert_eq!(
+        older_rule_warnings(&untimed("a-rule"), &untimed("b-rule")).len(),
+        1
+    );
+    assert!(older_rule_warnings(&untimed("b-rule"), &untimed("a-rule")).is_empty());
+    // Several older rules: the oldest is named (it is the one Istio applies).
+    let stored = dr_at("bookinfo", "z-oldest", OLD, MUTUAL_SPEC)
+        + &dr_at("bookinfo", "a-older", NEW, MUTUAL_SPEC);
+    let w = older_rule_warnings(&stored, &untimed("new"));
+    assert_eq!(w.len(), 1);
+    assert!(
+        w[0].starts_with("DestinationRule bookinfo/z-oldest is older"),
+        "{}",
+        w[0]
+    );
+}
+
+#[test]
+fn s8_older_rule_wildcards_and_external_hosts_compare_as_written() {
+    // "Covered means the same host after resolution (the same FQDN or the same wildcard)".
+    let tp = "trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}";
+    let rule = |name: &str, host: &str, created| {
+        dr_at(
+            "bookinfo",
+            name,
+            created,
+            &format!("{{host: \"{host}\", {tp}}}"),
+        )
+    };
+    for (old_host, new_host, warns) in [
+        (
+            "*.bookinfo.svc.cluster.local",
+            "*.bookinfo.svc.cluster.local",
+            true,
+        ),
+        ("*.local", "*.local", true),
+        ("*.local", "*.cluster.local", false),
+        ("api.example.com", "API.example.com.", true),
+        ("api.example.com", "web.example.com", false),
+    ] {
+        let got = older_rule_warnings(&rule("old", old_host, OLD), &rule("new", new_host, None));
+        assert_eq!(!got.is_empty(), warns, "{old_host} / {new_host}");
+    }
+}

@@ -33,11 +33,21 @@ pub fn judge(
     };
     let mut warnings = Vec::new();
     let root = settings.root_namespace.as_str();
+    warnings.extend(super::shadow::older_rule_warning(
+        snapshot,
+        rule,
+        namespace,
+        &target,
+        &settings.cluster_domain,
+    ));
 
     // Each port's server side and exemption, computed once for all subsets.
     let mut ports: Vec<(PortScope, ServerDecision, Option<Exemption>)> = Vec::new();
     match &target {
-        HostTarget::OutOfScope => return verdict,
+        HostTarget::OutOfScope => {
+            verdict.warnings = warnings;
+            return verdict;
+        }
         HostTarget::Service {
             namespace: ns,
             name,

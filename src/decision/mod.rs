@@ -11,6 +11,7 @@ mod host;
 mod judge;
 pub mod policy_object;
 mod server;
+mod shadow;
 mod verdict;
 
 pub use client::{

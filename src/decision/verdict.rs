@@ -99,6 +99,9 @@ pub enum WarningCode {
     /// A PeerAuthentication with `portLevelMtls` but no selector: Istio rejects the
     /// port-level entries (section 8).
     PortLevelWithoutSelector,
+    /// An older DestinationRule in the namespace covers the same host and sets a
+    /// `trafficPolicy`: Istio applies that one's (section 8).
+    OlderRuleForHost,
 }
 
 impl WarningCode {
@@ -112,6 +115,7 @@ impl WarningCode {
             WarningCode::MissingServerExemption => "MG206",
             WarningCode::IgnoredPolicy => "MG207",
             WarningCode::PortLevelWithoutSelector => "MG208",
+            WarningCode::OlderRuleForHost => "MG209",
         }
     }
 }
