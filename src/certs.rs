@@ -264,6 +264,102 @@ pub fn generate_bundle(dir: &Path, names: &[String], days: u32) -> anyhow::Resul
     write_bundle(dir, ca.cert_pem(), &pair)
 }
 
+/// The self-signed bundle `serve` makes for itself when it is given no certificate.
+#[derive(Debug, Clone)]
+pub struct SelfSigned {
+    pub dir: PathBuf,
+    /// Names the serving certificate must cover.
+    pub names: Vec<String>,
+    /// Validity of a new serving certificate.
+    pub days: u32,
+}
+
+/// How long a reused serving certificate must still be valid.
+const REUSE_MARGIN: Duration = Duration::days(1);
+
+/// Reuses the bundle in `spec.dir` when it still serves (see [`reusable`]); otherwise
+/// writes a new one. Returns whether it was reused. Nothing is written on reuse, so a
+/// client that trusts the CA keeps trusting it across restarts.
+pub fn ensure_self_signed(spec: &SelfSigned) -> anyhow::Result<bool> {
+    match reusable(&spec.dir, &spec.names) {
+        Ok(()) => {
+            tracing::info!(dir = %spec.dir.display(), "reusing the self-signed CA and serving certificate");
+            Ok(true)
+        }
+        Err(why) => {
+            let paths = generate_bundle(&spec.dir, &spec.names, spec.days)?;
+            tracing::warn!(
+                dir = %paths.dir.display(),
+                previous = %why,
+                "no --tls-cert given: made a self-signed CA and serving certificate (for trying it out, not for production)"
+            );
+            Ok(false)
+        }
+    }
+}
+
+/// Whether `dir` holds a bundle that still serves: `ca.crt` issued `tls.crt`, which
+/// covers every name in `names`, is valid now and for a day more, and goes with `tls.key`.
+pub fn reusable(dir: &Path, names: &[String]) -> Result<(), String> {
+    let read = |name: &str| fs::read(dir.join(name)).map_err(|e| format!("{name}: {e}"));
+    let (ca_pem, cert_pem, key_pem) = (read(CA_CERT_FILE)?, read(CERT_FILE)?, read(KEY_FILE)?);
+    let parse = |name: &str, pem: &[u8]| {
+        x509_parser::pem::parse_x509_pem(pem)
+            .map(|(_, p)| p)
+            .map_err(|e| format!("{name}: {e}"))
+    };
+    let (ca_pem, cert_pem) = (parse(CA_CERT_FILE, &ca_pem)?, parse(CERT_FILE, &cert_pem)?);
+    let ca = ca_pem
+        .parse_x509()
+        .map_err(|e| format!("{CA_CERT_FILE}: {e}"))?;
+    let cert = cert_pem
+        .parse_x509()
+        .map_err(|e| format!("{CERT_FILE}: {e}"))?;
+    if cert.issuer() != ca.subject() {
+        return Err(format!("{CERT_FILE} was not issued by {CA_CERT_FILE}"));
+    }
+    let now = OffsetDateTime::now_utc();
+    let validity = cert.validity();
+    if validity.not_before.to_datetime() > now
+        || validity.not_after.to_datetime() < now + REUSE_MARGIN
+    {
+        return Err(format!("{CERT_FILE} is not valid for a day more"));
+    }
+    let covered: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                    x509_parser::extensions::GeneralName::IPAddress(ip) => match ip.len() {
+                        4 => <[u8; 4]>::try_from(*ip)
+                            .ok()
+                            .map(|a| std::net::IpAddr::from(a).to_string()),
+                        16 => <[u8; 16]>::try_from(*ip)
+                            .ok()
+                            .map(|a| std::net::IpAddr::from(a).to_string()),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(missing) = names.iter().find(|n| !covered.contains(n)) {
+        return Err(format!("{CERT_FILE} does not cover {missing}"));
+    }
+    let key_text = String::from_utf8(key_pem).map_err(|e| format!("{KEY_FILE}: {e}"))?;
+    let key = KeyPair::from_pem(&key_text).map_err(|e| format!("{KEY_FILE}: {e}"))?;
+    if key.public_key_raw() != cert.public_key().subject_public_key.data.as_ref() {
+        return Err(format!("{KEY_FILE} does not go with {CERT_FILE}"));
+    }
+    Ok(())
+}
+
 /// The CA certificate (PEM) in `path` when it holds one. When the certificates are
 /// made again, the new caBundle trusts this one too: the API server gets the new
 /// caBundle at once, while the pods serving the old certificate are replaced one by one.
@@ -423,5 +519,40 @@ mod tests {
         assert!(fs::read_to_string(&paths.ca_cert)
             .unwrap()
             .contains("BEGIN CERTIFICATE"));
+    }
+
+    #[test]
+    fn a_bundle_is_reused_only_while_it_still_serves_the_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        assert!(reusable(dir.path(), &names)
+            .unwrap_err()
+            .contains(CA_CERT_FILE));
+        generate_bundle(dir.path(), &names, 30).unwrap();
+        assert_eq!(reusable(dir.path(), &names), Ok(()));
+        let spec = SelfSigned {
+            dir: dir.path().to_path_buf(),
+            names: names.clone(),
+            days: 30,
+        };
+        let before = fs::read(dir.path().join(CERT_FILE)).unwrap();
+        assert!(ensure_self_signed(&spec).unwrap());
+        assert_eq!(fs::read(dir.path().join(CERT_FILE)).unwrap(), before);
+
+        let more = vec!["localhost".to_string(), "mtls-guard.other.svc".to_string()];
+        assert!(reusable(dir.path(), &more)
+            .unwrap_err()
+            .contains("mtls-guard.other.svc"));
+        // A key from another bundle.
+        let other = tempfile::tempdir().unwrap();
+        generate_bundle(other.path(), &names, 30).unwrap();
+        fs::copy(other.path().join(KEY_FILE), dir.path().join(KEY_FILE)).unwrap();
+        assert!(reusable(dir.path(), &names)
+            .unwrap_err()
+            .contains("does not go with"));
+        // Not reusable: a new bundle is written, and then it is reusable.
+        assert!(!ensure_self_signed(&spec).unwrap());
+        assert_ne!(fs::read(dir.path().join(CERT_FILE)).unwrap(), before);
+        assert_eq!(reusable(dir.path(), &names), Ok(()));
     }
 }

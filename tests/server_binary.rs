@@ -617,3 +617,73 @@ fn broken_policy_error_names_the_field() {
     );
     assert_ne!(server.exit_code(), Some(0));
 }
+
+/// The three files of a generated bundle, byte for byte.
+fn bundle_bytes(dir: &Path) -> Vec<Vec<u8>> {
+    ["ca.crt", "tls.crt", "tls.key"]
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).unwrap())
+        .collect()
+}
+
+/// A second `serve` whose port is taken fails without touching the first one's
+/// generated certificate; a later `serve` reuses that valid pair instead of making
+/// another (so a client that trusts the CA keeps trusting it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_that_cannot_bind_leaves_the_generated_certificate_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert_dir = dir.path().join("generated");
+    let mut first = serve_generating(&cert_dir, &[]);
+    let (webhook, admin) = first.addresses();
+    let before = bundle_bytes(&cert_dir);
+
+    // The webhook port is taken (the admin port is free), then the admin port.
+    for (listen, admin_listen) in [
+        (webhook.to_string(), "127.0.0.1:0".to_string()),
+        ("127.0.0.1:0".to_string(), admin.to_string()),
+    ] {
+        let output = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                &listen,
+                "--admin-listen",
+                &admin_listen,
+                "--cert-dir",
+                cert_dir.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("binding the"), "{stderr}");
+        assert_eq!(bundle_bytes(&cert_dir), before, "{listen} {admin_listen}");
+    }
+
+    // The first one still serves with the pair it made.
+    let ca = String::from_utf8(before[0].clone()).unwrap();
+    let client = client_trusting(&[&ca], Protocol::Http1);
+    let (status, _) = post(
+        &client,
+        &format!("https://{webhook}/validate"),
+        review_body("10"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    first.signal(libc::SIGTERM);
+    assert_eq!(first.exit_code(), Some(0));
+
+    // Started again, it reuses the valid pair: same files, same CA trusted.
+    let mut again = serve_generating(&cert_dir, &[]);
+    let (webhook, _) = again.addresses();
+    assert_eq!(bundle_bytes(&cert_dir), before);
+    let (status, _) = post(
+        &client,
+        &format!("https://{webhook}/validate"),
+        review_body("10"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    again.signal(libc::SIGTERM);
+    assert_eq!(again.exit_code(), Some(0));
+}

@@ -100,6 +100,9 @@ pub struct ServerConfig {
     /// CA certificates (PEM) that a client certificate must be signed by; `None`:
     /// no client certificate is asked for.
     pub client_ca: Option<PathBuf>,
+    /// Make `tls` a self-signed pair (or reuse the one there) once both ports are
+    /// bound; `None`: `tls` is given.
+    pub self_signed: Option<certs::SelfSigned>,
 }
 
 impl ServerConfig {
@@ -118,6 +121,7 @@ impl ServerConfig {
             policies_poll_interval: Duration::from_secs(2),
             log_reviews: ReviewLog::default(),
             client_ca: None,
+            self_signed: None,
         }
     }
 }
@@ -219,23 +223,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
     });
     tracing::info!(addr = %admin_addr, "admin port listening (HTTP): /healthz /readyz /metrics");
 
-    let initial_files = tls::read_files(&config.tls)?;
-    let pair = tls::parse_pair(&initial_files.0, &initial_files.1).with_context(|| {
-        format!(
-            "loading the serving certificate {} and key {}",
-            config.tls.cert.display(),
-            config.tls.key.display()
-        )
-    })?;
-    metrics.set_cert_expiry(pair.info.not_after);
-    tracing::info!(
-        cert = %config.tls.cert.display(),
-        subject = %pair.info.subject,
-        names = ?pair.info.names,
-        not_after = pair.info.not_after,
-        "serving certificate loaded"
-    );
-    let resolver = Arc::new(tls::CertResolver::new(pair));
+    // Given certificate files are read at once. A self-signed pair is made (or the
+    // last one reused) only once both ports are bound: a second `serve` that cannot
+    // bind must not touch the files the first one serves.
+    let given = match config.self_signed {
+        None => Some(load_certificate(&config.tls, &metrics)?),
+        Some(_) => None,
+    };
     let client_auth = match &config.client_ca {
         Some(path) => {
             let pem = std::fs::read(path)
@@ -247,7 +241,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
         }
         None => None,
     };
-    let tls_config = Arc::new(tls::server_config(resolver.clone(), client_auth)?);
 
     let source = config.source;
     let watched = match &source {
@@ -265,6 +258,18 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
         .await
         .with_context(|| format!("binding the webhook port {}", config.listen))?;
     let webhook_addr = listener.local_addr()?;
+    let (initial_files, pair) = match (given, config.self_signed) {
+        (Some(loaded), _) => loaded,
+        (None, Some(spec)) => {
+            tokio::task::spawn_blocking(move || certs::ensure_self_signed(&spec))
+                .await
+                .context("making a certificate")??;
+            load_certificate(&config.tls, &metrics)?
+        }
+        (None, None) => unreachable!("read above when no self-signed pair is asked for"),
+    };
+    let resolver = Arc::new(tls::CertResolver::new(pair));
+    let tls_config = Arc::new(tls::server_config(resolver.clone(), client_auth)?);
     let app = webhook::router(Arc::new(webhook::WebhookState {
         store: store.clone(),
         settings: config.settings,
@@ -331,6 +336,30 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
     })
 }
 
+/// The certificate and key files as read, and the pair they make.
+type Loaded = ((Vec<u8>, Vec<u8>), tls::LoadedPair);
+
+/// Reads and checks the serving certificate and key, and publishes its expiry.
+fn load_certificate(files: &TlsFiles, metrics: &Metrics) -> anyhow::Result<Loaded> {
+    let initial_files = tls::read_files(files)?;
+    let pair = tls::parse_pair(&initial_files.0, &initial_files.1).with_context(|| {
+        format!(
+            "loading the serving certificate {} and key {}",
+            files.cert.display(),
+            files.key.display()
+        )
+    })?;
+    metrics.set_cert_expiry(pair.info.not_after);
+    tracing::info!(
+        cert = %files.cert.display(),
+        subject = %pair.info.subject,
+        names = ?pair.info.names,
+        not_after = pair.info.not_after,
+        "serving certificate loaded"
+    );
+    Ok((initial_files, pair))
+}
+
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).
 async fn termination() -> &'static str {
     #[cfg(unix)]
@@ -380,32 +409,27 @@ pub fn run(options: ServeOptions) -> ExitCode {
 async fn serve(args: ServeOptions) -> anyhow::Result<()> {
     let shutdown_delay = args.shutdown_delay;
     let settings = args.settings;
-    let (tls_files, generated) = match args.tls {
-        Some(files) => (files, None),
-        None => {
-            let names = certs::local_and_service_names(
+    // Without a certificate, a self-signed pair in --cert-dir, made by `start` once
+    // both ports are bound.
+    let self_signed = match args.tls {
+        Some(_) => None,
+        None => Some(certs::SelfSigned {
+            dir: args.cert_dir.clone(),
+            names: certs::local_and_service_names(
                 &args.service_name,
                 &args.service_namespace,
                 &settings.cluster_domain,
-            );
-            let dir = args.cert_dir.clone();
-            let paths =
-                tokio::task::spawn_blocking(move || certs::generate_bundle(&dir, &names, 365))
-                    .await
-                    .context("generating a certificate")??;
-            tracing::warn!(
-                dir = %paths.dir.display(),
-                "no --tls-cert given: made a self-signed CA and serving certificate (for trying it out, not for production)"
-            );
-            (
-                TlsFiles {
-                    cert: paths.cert.clone(),
-                    key: paths.key.clone(),
-                },
-                Some(paths),
-            )
-        }
+            ),
+            days: 365,
+        }),
     };
+    let tls_files = args.tls.unwrap_or_else(|| TlsFiles {
+        cert: args.cert_dir.join(certs::CERT_FILE),
+        key: args.cert_dir.join(certs::KEY_FILE),
+    });
+    let ca_cert = self_signed
+        .as_ref()
+        .map(|s| (s.dir.clone(), s.dir.join(certs::CA_CERT_FILE)));
     let source = if args.policies.is_empty() {
         SnapshotSource::Empty
     } else {
@@ -424,18 +448,19 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
         policies_poll_interval: args.policies_poll_interval,
         log_reviews: args.log_reviews,
         client_ca: args.client_ca,
+        self_signed,
     };
     let handle = start(config).await?;
-    if let Some(paths) = generated {
+    if let Some((dir, ca_cert)) = ca_cert {
         println!(
-            "certificates written to {} (CA: {})",
-            paths.dir.display(),
-            paths.ca_cert.display()
+            "self-signed certificate in {} (CA: {})",
+            dir.display(),
+            ca_cert.display()
         );
         // A review that ships with the repository, so the hint works as pasted from the clone.
         println!(
             "try (from the repository): curl --cacert {} -H 'Content-Type: application/json' --data @examples/reviews/10-create-destinationrule-reviews-v1-validating.json https://localhost:{}/validate",
-            paths.ca_cert.display(),
+            ca_cert.display(),
             handle.webhook_addr().port()
         );
     }
