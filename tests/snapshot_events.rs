@@ -3,7 +3,7 @@
 //! scratch (`Snapshot::from_objects`) from the objects left at the end, and a clone
 //! published midway is not changed by the events applied after it.
 
-use mtls_guard::decision::judge;
+use mtls_guard::decision::{judge, resolve_host, rules_with_host, HostTarget};
 use mtls_guard::model::{DestinationRule, MeshObject, ObjectKind};
 use mtls_guard::settings::{IngressGateway, Settings};
 use mtls_guard::snapshot::Snapshot;
@@ -373,6 +373,30 @@ fn compare(events: &Snapshot, objects: &BTreeMap<Key, Value>) -> Result<(), Test
     };
     prop_assert_eq!(names(events), names(&scratch));
 
+    for s in [events, &scratch] {
+        rule_lookups(s)?;
+    }
+    let keys = |rules: Vec<&std::sync::Arc<DestinationRule>>| {
+        let mut v: Vec<(Option<String>, Option<String>)> = rules
+            .into_iter()
+            .map(|r| (r.metadata.namespace.clone(), r.metadata.name.clone()))
+            .collect();
+        v.sort();
+        v
+    };
+    for ns in NAMESPACES.iter().chain(&["c"]) {
+        prop_assert_eq!(
+            keys(events.rules_for_namespace(ns).collect()),
+            keys(scratch.rules_for_namespace(ns).collect())
+        );
+        for svc in SERVICES {
+            prop_assert_eq!(
+                keys(events.rules_for_service(ns, svc).collect()),
+                keys(scratch.rules_for_service(ns, svc).collect())
+            );
+        }
+    }
+
     // Every stored rule, and each host from each namespace.
     let mut rules: Vec<DestinationRule> = scratch.rules().map(|r| (**r).clone()).collect();
     for ns in NAMESPACES.iter().chain(&["c"]) {
@@ -396,6 +420,65 @@ fn compare(events: &Snapshot, objects: &BTreeMap<Key, Value>) -> Result<(), Test
         for rule in &rules {
             let ns = rule.metadata.namespace.as_deref().unwrap_or("default");
             prop_assert_eq!(judge(events, s, rule, ns), judge(&scratch, s, rule, ns));
+        }
+    }
+    Ok(())
+}
+
+/// Each stored rule is found by the look-ups for what its host resolves to.
+fn rule_lookups(snap: &Snapshot) -> Result<(), TestCaseError> {
+    let domain = "cluster.local";
+    let name = |r: &DestinationRule| (r.metadata.namespace.clone(), r.metadata.name.clone());
+    for rule in snap.rules() {
+        let ns = rule.metadata.namespace.as_deref().unwrap_or_default();
+        let me = name(rule);
+        let has =
+            |rules: Vec<&std::sync::Arc<DestinationRule>>| rules.iter().any(|r| name(r) == me);
+        // A service the host can name, and a namespace it is in.
+        let service = match resolve_host(snap, &rule.spec.host, ns, domain) {
+            HostTarget::Service {
+                namespace, name, ..
+            } => Some((namespace, name)),
+            HostTarget::NamespaceWide { namespace } => Some((namespace, "any".to_string())),
+            HostTarget::MeshWide => Some(("elsewhere".to_string(), "any".to_string())),
+            HostTarget::OutOfScope => None,
+        };
+        if let Some((tns, tname)) = service {
+            prop_assert!(
+                has(snap.rules_for_service(&tns, &tname).collect()),
+                "{me:?} for {tns}/{tname}"
+            );
+            prop_assert!(
+                has(snap.rules_for_namespace(&tns).collect()),
+                "{me:?} in {tns}"
+            );
+        }
+        let same = rules_with_host(snap, ns, &rule.spec.host, domain);
+        prop_assert!(has(same.clone()), "{me:?} covers its own host");
+        for other in same {
+            let a = resolve_host(snap, &other.spec.host, ns, domain);
+            let b = resolve_host(snap, &rule.spec.host, ns, domain);
+            prop_assert_eq!(other.metadata.namespace.as_deref(), Some(ns));
+            match (a, b) {
+                (
+                    HostTarget::Service {
+                        namespace: n1,
+                        name: s1,
+                        ..
+                    },
+                    HostTarget::Service {
+                        namespace: n2,
+                        name: s2,
+                        ..
+                    },
+                ) => {
+                    prop_assert_eq!((n1, s1), (n2, s2))
+                }
+                _ => prop_assert_eq!(
+                    other.spec.host.to_lowercase(),
+                    rule.spec.host.to_lowercase()
+                ),
+            }
         }
     }
     Ok(())

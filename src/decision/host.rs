@@ -1,7 +1,9 @@
 //! Host resolution (contract section 3, "Host resolution").
 
+use crate::model::DestinationRule;
 use crate::snapshot::Snapshot;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// What a DestinationRule's `host` points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,4 +75,57 @@ pub fn resolve_host(
         (Some(ns), Some("svc"), Some(rest)) if rest == domain => service(ns, name),
         _ => HostTarget::OutOfScope,
     }
+}
+
+/// The stored DestinationRules of `namespace` whose host is the same as `host` after
+/// resolution (contract section 8, the multi-rule warning): the same service, or the
+/// same wildcard or external name as written (case and a final dot aside). Oldest
+/// first (creation time, then name; none counts as newest); `host`'s own rule is
+/// among them when it is stored.
+pub fn rules_with_host<'a>(
+    snapshot: &'a Snapshot,
+    namespace: &str,
+    host: &str,
+    cluster_domain: &str,
+) -> Vec<&'a Arc<DestinationRule>> {
+    let written = |h: &str| lower(h.trim().trim_end_matches('.')).into_owned();
+    let target = resolve_host(snapshot, host, namespace, cluster_domain);
+    let same = |rule: &DestinationRule| {
+        let other = resolve_host(snapshot, &rule.spec.host, namespace, cluster_domain);
+        match (&target, &other) {
+            (
+                HostTarget::Service {
+                    namespace: a,
+                    name: b,
+                    ..
+                },
+                HostTarget::Service {
+                    namespace: c,
+                    name: d,
+                    ..
+                },
+            ) => a == c && b == d,
+            (HostTarget::Service { .. }, _) | (_, HostTarget::Service { .. }) => false,
+            _ => written(&rule.spec.host) == written(host),
+        }
+    };
+    let in_namespace =
+        |r: &&Arc<DestinationRule>| r.metadata.namespace.as_deref() == Some(namespace);
+    let mut rules: Vec<&Arc<DestinationRule>> = match &target {
+        HostTarget::Service {
+            namespace: ns,
+            name,
+            ..
+        } => snapshot
+            .rules_for_service(ns, name)
+            .filter(in_namespace)
+            .filter(|r| same(r))
+            .collect(),
+        _ => snapshot.rules_in(namespace).filter(|r| same(r)).collect(),
+    };
+    rules.sort_by_key(|r| {
+        let created = crate::model::created(&r.metadata);
+        (created.is_none(), created, r.metadata.name.clone())
+    });
+    rules
 }

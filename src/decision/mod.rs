@@ -18,7 +18,7 @@ pub use client::{
     accepted_modes, invalid_modes, ClientMode, ClientSource, InvalidMode, TlsScope, TLS_MODES,
 };
 pub use exemption::{Exemption, IngressVia};
-pub use host::{resolve_host, HostTarget};
+pub use host::{resolve_host, rules_with_host, HostTarget};
 pub use judge::judge;
 pub use server::{server_mode, Decider, Level, ServerDecision, ServerMode, Subject};
 pub use verdict::{Finding, Group, Outcome, PortScope, Required, Verdict, Warning, WarningCode};

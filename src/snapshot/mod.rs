@@ -12,12 +12,14 @@
 
 mod entries;
 mod namespace;
+mod rules;
 
 pub use entries::{
     PeerAuthEntry, PolicyEntry, PolicyTargetEntry, ServiceEntry, ServicePortEntry, TargetPort,
     INGRESS_EXPOSED_ANNOTATION,
 };
 pub use namespace::{Name, NamespaceIndex};
+pub use rules::RuleKey;
 
 use crate::enforcement::{self, Mode, MODE_LABEL};
 use crate::gateway::GatewayIndex;
@@ -26,6 +28,7 @@ pub(crate) use entries::age_cmp;
 use entries::{mesh_policy_notes, ClassEntry, Classes, IngressEntry, StoredPolicy};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use rules::{host_candidate, RuleTargets};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
@@ -48,6 +51,8 @@ pub struct Snapshot {
     notes: imbl::OrdMap<ObjectRef, Arc<Vec<String>>>,
     /// Gateway API objects and the Service ports they reach (contract section 4 (c)).
     gateway: Arc<GatewayIndex>,
+    /// DestinationRules by the services their hosts can name.
+    rule_targets: RuleTargets,
 }
 
 /// The NamespaceIndex of `name`, created when missing, for writing.
@@ -145,7 +150,11 @@ impl Snapshot {
                 ns_mut(&mut self.namespaces, &namespace).set_peer_auth(&name, Some(entry))
             }
             MeshObject::DestinationRule(rule, _raw) => {
-                ns_mut(&mut self.namespaces, &namespace).set_rule(&name, Some(Arc::new(*rule)))
+                let candidate = host_candidate(&rule.spec.host, &namespace);
+                let old =
+                    ns_mut(&mut self.namespaces, &namespace).set_rule(&name, Some(Arc::new(*rule)));
+                self.file_rule(&namespace, &name, old.as_deref(), Some(candidate));
+                old.is_some()
             }
             MeshObject::Service(s) => {
                 let entry = ServiceEntry::new(&s);
@@ -206,7 +215,11 @@ impl Snapshot {
                 let existed = match kind {
                     ObjectKind::Policy => ns.set_policy(name, None),
                     ObjectKind::PeerAuthentication => ns.set_peer_auth(name, None),
-                    ObjectKind::DestinationRule => ns.set_rule(name, None),
+                    ObjectKind::DestinationRule => {
+                        let old = ns.set_rule(name, None);
+                        self.file_rule(namespace, name, old.as_deref(), None);
+                        old.is_some()
+                    }
                     ObjectKind::Service => ns.set_service(name, None),
                     ObjectKind::Ingress => ns.set_ingress(name, None, &self.classes),
                     _ => ns.set_gateway_object(kind, name, false),
@@ -274,6 +287,27 @@ impl Snapshot {
                         .map(move |n| (ns.to_string(), n.to_string()))
                 })
                 .collect(),
+        }
+    }
+
+    /// Moves a rule from where its `old` version was filed to `candidate`.
+    fn file_rule(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        old: Option<&DestinationRule>,
+        candidate: Option<rules::HostCandidate>,
+    ) {
+        let key: RuleKey = (namespace.into(), name.into());
+        if let Some(old) = old {
+            let was = host_candidate(&old.spec.host, namespace);
+            if candidate.as_ref() == Some(&was) {
+                return;
+            }
+            self.rule_targets.set(was, key.clone(), false);
+        }
+        if let Some(candidate) = candidate {
+            self.rule_targets.set(candidate, key, true);
         }
     }
 
@@ -438,6 +472,31 @@ impl Snapshot {
 
     pub fn rule(&self, namespace: &str, name: &str) -> Option<&Arc<DestinationRule>> {
         self.namespaces.get(namespace)?.rule(name)
+    }
+
+    /// Stored rules whose host can name service `namespace/service`: by name, by the
+    /// namespace's wildcard or by another wildcard (the mesh-wide ones). A superset:
+    /// resolve each host ([`crate::decision::resolve_host`]) to know. These are the
+    /// rules a change to that Service (or its service-level policies) can affect.
+    pub fn rules_for_service<'a>(
+        &'a self,
+        namespace: &str,
+        service: &str,
+    ) -> impl Iterator<Item = &'a Arc<DestinationRule>> + 'a {
+        self.rule_targets
+            .for_service(namespace, service)
+            .filter_map(|(ns, name)| self.rule(ns, name))
+    }
+
+    /// Stored rules whose host can name some service of `namespace`, known or not, or
+    /// any wildcard: the rules a namespace-level change can affect (a superset).
+    pub fn rules_for_namespace<'a>(
+        &'a self,
+        namespace: &str,
+    ) -> impl Iterator<Item = &'a Arc<DestinationRule>> + 'a {
+        self.rule_targets
+            .for_namespace(namespace)
+            .filter_map(|(ns, name)| self.rule(ns, name))
     }
 
     /// The Gateway API part: which Service ports routes attached to Gateways reach.

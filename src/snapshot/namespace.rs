@@ -235,12 +235,16 @@ impl NamespaceIndex {
         (next.ingress_backends != self.ingress_backends).then_some(next)
     }
 
-    pub(crate) fn set_rule(&mut self, name: &str, rule: Option<Arc<DestinationRule>>) -> bool {
-        let old = match rule {
+    /// Stores or removes a rule; returns the one stored before.
+    pub(crate) fn set_rule(
+        &mut self,
+        name: &str,
+        rule: Option<Arc<DestinationRule>>,
+    ) -> Option<Arc<DestinationRule>> {
+        match rule {
             Some(r) => self.rules.insert(name.into(), r),
             None => self.rules.remove(name),
-        };
-        old.is_some()
+        }
     }
 
     /// Notes that a Gateway API object is stored here (`true`) or not; returns
