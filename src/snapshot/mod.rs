@@ -38,6 +38,19 @@ pub type ObjectCounts = BTreeMap<ObjectKind, usize>;
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     namespaces: imbl::HashMap<Name, Arc<NamespaceIndex>>,
+    /// Cluster-scoped objects: few, and rarely changed.
+    cluster: Arc<ClusterScoped>,
+    counts: ObjectCounts,
+    /// Things the index could not use, by the object that caused them.
+    notes: imbl::OrdMap<ObjectRef, Arc<Vec<String>>>,
+    /// Gateway API objects and the Service ports they reach (contract section 4 (c)).
+    gateway: Arc<GatewayIndex>,
+    /// DestinationRules by the services their hosts can name.
+    rule_targets: RuleTargets,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ClusterScoped {
     /// Every MeshPolicy, by (namespace, name): cluster-scoped, so the namespace is
     /// empty unless a file gave one.
     mesh_store: imbl::OrdMap<(String, String), Arc<PolicyEntry>>,
@@ -46,13 +59,6 @@ pub struct Snapshot {
     classes: Classes,
     /// The names of the GatewayClasses (the gateway index holds them).
     gateway_classes: imbl::OrdSet<String>,
-    counts: ObjectCounts,
-    /// Things the index could not use, by the object that caused them.
-    notes: imbl::OrdMap<ObjectRef, Arc<Vec<String>>>,
-    /// Gateway API objects and the Service ports they reach (contract section 4 (c)).
-    gateway: Arc<GatewayIndex>,
-    /// DestinationRules by the services their hosts can name.
-    rule_targets: RuleTargets,
 }
 
 /// The NamespaceIndex of `name`, created when missing, for writing.
@@ -165,7 +171,7 @@ impl Snapshot {
                 ns_mut(&mut self.namespaces, &namespace).set_ingress(
                     &name,
                     Some(entry),
-                    &self.classes,
+                    &self.cluster.classes,
                 )
             }
             MeshObject::IngressClass(c) => self.set_class(&name, Some(ClassEntry::new(&c))),
@@ -174,7 +180,10 @@ impl Snapshot {
             MeshObject::Route(..) | MeshObject::Gateway(_) | MeshObject::ReferenceGrant(_) => {
                 ns_mut(&mut self.namespaces, &namespace).set_gateway_object(kind, &name, true)
             }
-            MeshObject::GatewayClass(_) => self.gateway_classes.insert(name).is_some(),
+            MeshObject::GatewayClass(_) => Arc::make_mut(&mut self.cluster)
+                .gateway_classes
+                .insert(name)
+                .is_some(),
         };
         self.count(kind, existed, true);
     }
@@ -191,7 +200,10 @@ impl Snapshot {
     /// [`Self::delete`] but for the gateway index.
     fn remove(&mut self, kind: ObjectKind, namespace: &str, name: &str) {
         let existed = match kind {
-            ObjectKind::GatewayClass => self.gateway_classes.remove(name).is_some(),
+            ObjectKind::GatewayClass => Arc::make_mut(&mut self.cluster)
+                .gateway_classes
+                .remove(name)
+                .is_some(),
             ObjectKind::MeshPolicy => {
                 self.set_mesh_policy(namespace.to_string(), name.to_string(), None)
             }
@@ -221,7 +233,7 @@ impl Snapshot {
                         old.is_some()
                     }
                     ObjectKind::Service => ns.set_service(name, None),
-                    ObjectKind::Ingress => ns.set_ingress(name, None, &self.classes),
+                    ObjectKind::Ingress => ns.set_ingress(name, None, &self.cluster.classes),
                     _ => ns.set_gateway_object(kind, name, false),
                 };
                 self.prune(namespace);
@@ -261,13 +273,15 @@ impl Snapshot {
     /// The `(namespace, name)` of every stored object of `kind`.
     fn keys(&self, kind: ObjectKind) -> Vec<(String, String)> {
         match kind {
-            ObjectKind::MeshPolicy => self.mesh_store.keys().cloned().collect(),
+            ObjectKind::MeshPolicy => self.cluster.mesh_store.keys().cloned().collect(),
             ObjectKind::IngressClass => self
+                .cluster
                 .classes
                 .keys()
                 .map(|n| (String::new(), n.clone()))
                 .collect(),
             ObjectKind::GatewayClass => self
+                .cluster
                 .gateway_classes
                 .iter()
                 .map(|n| (String::new(), n.clone()))
@@ -357,27 +371,29 @@ impl Snapshot {
         entry: Option<PolicyEntry>,
     ) -> bool {
         let key = (namespace, name);
+        let cluster = Arc::make_mut(&mut self.cluster);
         let old = match entry {
-            Some(e) => self.mesh_store.insert(key, Arc::new(e)),
-            None => self.mesh_store.remove(&key),
+            Some(e) => cluster.mesh_store.insert(key, Arc::new(e)),
+            None => cluster.mesh_store.remove(&key),
         };
-        let mut defaults: Vec<_> = self
+        let mut defaults: Vec<_> = cluster
             .mesh_store
             .values()
             .filter(|p| p.object.name == "default")
             .cloned()
             .collect();
         defaults.sort_by(|a, b| age_cmp(a.age(), b.age()));
-        self.mesh_policies = defaults;
+        cluster.mesh_policies = defaults;
         old.is_some()
     }
 
     /// Stores or removes an IngressClass; a change re-classifies the Ingresses of
     /// every namespace that has some (rare: classes change little).
     fn set_class(&mut self, name: &str, entry: Option<ClassEntry>) -> bool {
+        let cluster = Arc::make_mut(&mut self.cluster);
         let old = match entry {
-            Some(e) => self.classes.insert(name.to_string(), e),
-            None => self.classes.remove(name),
+            Some(e) => cluster.classes.insert(name.to_string(), e),
+            None => cluster.classes.remove(name),
         };
         if old != entry {
             let with_ingresses: Vec<Name> = self
@@ -387,7 +403,7 @@ impl Snapshot {
                 .map(|(n, _)| n.clone())
                 .collect();
             for n in with_ingresses {
-                if let Some(next) = self.namespaces[&n].rederive_ingresses(&self.classes) {
+                if let Some(next) = self.namespaces[&n].rederive_ingresses(&self.cluster.classes) {
                     self.namespaces.insert(n, Arc::new(next));
                 }
             }
@@ -449,7 +465,7 @@ impl Snapshot {
     }
 
     pub fn mesh_policies(&self) -> &[Arc<PolicyEntry>] {
-        &self.mesh_policies
+        &self.cluster.mesh_policies
     }
 
     /// The mode label of a namespace, if it has a valid one.
