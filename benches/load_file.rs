@@ -7,17 +7,23 @@
 //! - `list`: one `kind: List` document, as `kubectl get -o yaml` prints it.
 //!
 //! Each case runs in a child process of its own (this binary again), so that its
-//! resident memory is its own: the loader's peak (VmHWM right after
-//! `loader::load_paths`), the time to load, the time to index (`Snapshot::from_objects`,
-//! as `serve --policies` does), and the resident memory with only the snapshot left
-//! (VmRSS) and the peak of the whole run (VmHWM), from /proc/self/status.
+//! resident memory is its own (VmRSS and VmHWM from /proc/self/status), in two ways:
+//! - `check`: `loader::load_paths` (every object kept), then `Snapshot::from_objects`;
+//!   the load peak is VmHWM right after loading;
+//! - `serve`: `loader::stream_paths_in` into `Snapshot::apply`, as `serve --policies`
+//!   does (each object indexed as it is read); load includes indexing.
+//!
+//! RSS is what is resident with only the snapshot left; peak is the run's VmHWM.
 //! Linear loading shows as one file costing about what 10 files cost.
 //!
 //! `cargo bench --bench load_file`; environment:
 //! - `MTLS_GUARD_BENCH_NAMESPACES`: namespaces in the world (default 10000),
 //! - `MTLS_GUARD_BENCH_SHAPES`: comma-separated shapes (default `jsonl,yaml,list`),
 //! - `MTLS_GUARD_BENCH_KEEP`: a folder to write the files to and keep (for
-//!   `serve --policies` by hand) instead of a temporary one.
+//!   `serve --policies` by hand) instead of a temporary one,
+//! - `MTLS_GUARD_BENCH_SERVE=0`: skip starting the release binary's `serve --policies`
+//!   on each one-file shape (it reports the time until `/readyz` answers 200, and the
+//!   server's resident memory and peak then).
 
 /// The allocator the `mtls-guard` binary uses (src/main.rs), so the bench measures what runs.
 #[global_allocator]
@@ -35,6 +41,8 @@ const SERVICES_PER_NAMESPACE: usize = 10;
 const SPLIT: usize = 10;
 /// The child process measures the path in this variable instead of running the bench.
 const CHILD: &str = "MTLS_GUARD_BENCH_LOAD_CHILD";
+/// `1`: the child indexes objects as they are read (`serve`), else after loading (`check`).
+const CHILD_STREAM: &str = "MTLS_GUARD_BENCH_LOAD_STREAM";
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -170,9 +178,41 @@ fn memory_kib() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// The child: loads and indexes one path, prints one line of JSON.
-fn child(path: &str) {
+/// The child: loads and indexes one path, prints one line of JSON. `stream`: as
+/// `serve --policies` does (each object indexed as it is read); otherwise as `check`
+/// does (every object loaded, then indexed).
+fn child(path: &str, stream: bool) {
     let (rss_start, _) = memory_kib();
+    if stream {
+        let start = Instant::now();
+        let mut snapshot = Snapshot::default();
+        let mut objects = 0;
+        loader::stream_paths_in(
+            &[PathBuf::from(path)],
+            loader::DEFAULT_NAMESPACE,
+            &mut |o| {
+                objects += 1;
+                snapshot.apply(o);
+            },
+        )
+        .expect("loads");
+        let load = start.elapsed();
+        let (rss, peak) = memory_kib();
+        std::hint::black_box(&snapshot);
+        println!(
+            "{}",
+            json!({
+                "objects": objects,
+                "load_s": load.as_secs_f64(),
+                "index_s": 0.0,
+                "start_kib": rss_start,
+                "load_peak_kib": peak,
+                "rss_kib": rss,
+                "peak_kib": peak,
+            })
+        );
+        return;
+    }
     let start = Instant::now();
     let loaded = loader::load_paths(&[PathBuf::from(path)]).expect("loads");
     let load = start.elapsed();
@@ -198,9 +238,10 @@ fn child(path: &str) {
     );
 }
 
-fn measure(path: &Path) -> Value {
+fn measure(path: &Path, stream: bool) -> Value {
     let out = Command::new(std::env::current_exe().unwrap())
         .env(CHILD, path)
+        .env(CHILD_STREAM, if stream { "1" } else { "0" })
         .output()
         .expect("runs the child");
     assert!(
@@ -210,6 +251,92 @@ fn measure(path: &Path) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("child prints JSON")
+}
+
+/// VmRSS and VmHWM of process `pid`, in KiB.
+fn memory_of(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The status code of `GET /readyz` on `addr`, if it answered.
+fn readyz(addr: &str) -> Option<u16> {
+    use std::io::Read as _;
+    let mut conn = std::net::TcpStream::connect(addr).ok()?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    conn.write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .ok()?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).ok()?;
+    answer.split(' ').nth(1)?.parse().ok()
+}
+
+/// `mtls-guard serve --policies PATH` (the release binary): seconds from start until
+/// `/readyz` answers 200, and the server's VmRSS and VmHWM (KiB) then.
+fn serve_ready(path: &Path, scratch: &Path) -> (f64, u64, u64) {
+    use std::io::BufRead as _;
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mtls-guard"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--cert-dir")
+        .arg(scratch.join("certs"))
+        .arg("--policies")
+        .arg(path)
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts mtls-guard serve");
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            let admin = v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("admin port listening"));
+            if admin {
+                let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_string());
+            }
+        }
+    });
+    let admin = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("serve logs its admin port");
+    let deadline = start + std::time::Duration::from_secs(900);
+    let ready = loop {
+        if readyz(&admin) == Some(200) {
+            break start.elapsed();
+        }
+        assert!(Instant::now() < deadline, "serve was not ready in 900 s");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "serve exited before it was ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let (rss, peak) = memory_of(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    (ready.as_secs_f64(), rss, peak)
 }
 
 fn size_of(path: &Path) -> u64 {
@@ -225,7 +352,7 @@ fn size_of(path: &Path) -> u64 {
 
 fn main() {
     if let Ok(path) = std::env::var(CHILD) {
-        child(&path);
+        child(&path, std::env::var(CHILD_STREAM).is_ok_and(|v| v == "1"));
         return;
     }
     let namespaces: usize = env_or("MTLS_GUARD_BENCH_NAMESPACES", 10_000);
@@ -235,6 +362,7 @@ fn main() {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
+    let serve = std::env::var("MTLS_GUARD_BENCH_SERVE").map_or(true, |v| v != "0");
     let temp = tempfile::tempdir().unwrap();
     let root = std::env::var("MTLS_GUARD_BENCH_KEEP")
         .map(PathBuf::from)
@@ -246,8 +374,17 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<6} {:<9} {:>8} {:>8} | {:>7} {:>8} | {:>10} {:>9} {:>9}",
-        "shape", "files", "MB", "objects", "load s", "index s", "load peak", "RSS MB", "peak MB"
+        "{:<6} {:<6} {:<9} {:>6} {:>7} | {:>7} {:>8} | {:>10} {:>7} {:>7}",
+        "shape",
+        "path",
+        "files",
+        "MB",
+        "objects",
+        "load s",
+        "index s",
+        "load peak",
+        "RSS MB",
+        "peak MB"
     );
     for shape in &shapes {
         let ext = if shape == "jsonl" { "json" } else { "yaml" };
@@ -261,12 +398,19 @@ fn main() {
             write_shape(&split.join(format!("{f:02}.{ext}")), shape, range);
         }
         let mut loads = Vec::new();
-        for (label, path) in [("1 file", &one), ("10 files", &split)] {
-            let m = measure(path);
+        let cases = [
+            ("check", "1 file", &one, false),
+            ("check", "10 files", &split, false),
+            ("serve", "1 file", &one, true),
+            ("serve", "10 files", &split, true),
+        ];
+        for (how, label, path, stream) in cases {
+            let m = measure(path, stream);
             let mib = |k: &str| m[k].as_f64().unwrap_or(0.0) / 1024.0;
             println!(
-                "{:<6} {:<9} {:>8.1} {:>8} | {:>7.2} {:>8.2} | {:>7.0} MB {:>9.0} {:>9.0}",
+                "{:<6} {:<6} {:<9} {:>6.1} {:>7} | {:>7.2} {:>8.2} | {:>7.0} MB {:>7.0} {:>7.0}",
                 shape,
+                how,
                 label,
                 size_of(path) as f64 / 1e6,
                 m["objects"],
@@ -279,8 +423,18 @@ fn main() {
             loads.push(m["load_s"].as_f64().unwrap_or(0.0));
         }
         println!(
-            "{shape}: one file loads in {:.2}x the time of the same objects in {SPLIT} files",
-            loads[0] / loads[1]
+            "{shape}: one file loads in {:.2}x (check) and {:.2}x (serve) the time of the same objects in {SPLIT} files",
+            loads[0] / loads[1],
+            loads[2] / loads[3]
         );
+        if serve {
+            let (ready, rss, peak) = serve_ready(&one, &root);
+            println!(
+                "{shape}: `mtls-guard serve --policies {}` ready (GET /readyz 200) after {ready:.2} s; then {:.0} MB resident, {:.0} MB peak",
+                one.file_name().unwrap().to_string_lossy(),
+                rss as f64 / 1024.0,
+                peak as f64 / 1024.0
+            );
+        }
     }
 }

@@ -18,7 +18,15 @@
 //! - an object defined twice (same kind, namespace and name) keeps the later definition,
 //!   as a later `kubectl apply` would, with a note;
 //! - a YAML or JSON syntax error, or an object that claims a kind the contract reads but
-//!   does not parse, is an error naming the file and the line or document.
+//!   does not parse, is an error naming the file and the line or document (and, for an
+//!   object, the JSON path of the field at fault);
+//! - `-` is standard input for [`load_inputs`]; reading no file at all is an error only
+//!   when the caller asks for input ([`Loaded::require_input`]).
+//!
+//! Loading is linear in the input: each document becomes typed objects before the next
+//! is parsed, document lines are counted in one pass over the text, and a `List`'s items
+//! are taken, not copied (benches/load_file.rs measures one big file against the same
+//! objects in ten).
 
 use crate::model::{DestinationRule, MeshObject, ModelError, ObjectKind};
 use serde::Deserialize;
@@ -127,7 +135,7 @@ impl Loaded {
 
     /// Keeps the last definition of every (kind, namespace, name), in the place of the first.
     fn dedup(&mut self) {
-        let mut seen: HashMap<(ObjectKind, String, String), usize> = HashMap::new();
+        let mut seen: HashMap<Identity, usize> = HashMap::new();
         let objects = std::mem::take(&mut self.objects);
         let origins = std::mem::take(&mut self.origins);
         for (o, origin) in objects.into_iter().zip(origins) {
@@ -137,16 +145,8 @@ impl Loaded {
             };
             match seen.get(&key) {
                 Some(&i) => {
-                    let (kind, ns, name) = &key;
-                    let id = if ns.is_empty() {
-                        format!("{kind} {name}")
-                    } else {
-                        format!("{kind} {ns}/{name}")
-                    };
-                    self.notes.push(format!(
-                        "{origin}: {id} replaces the one at {} (the later definition wins, as with kubectl apply)",
-                        self.origins[i]
-                    ));
+                    self.notes
+                        .push(replacement_note(&key, &origin, &self.origins[i]));
                     self.objects[i] = o;
                     self.origins[i] = origin;
                 }
@@ -159,7 +159,23 @@ impl Loaded {
     }
 }
 
-fn identity(object: &MeshObject) -> Option<(ObjectKind, String, String)> {
+/// What the redefinition rule says when `origin` replaces the object read at `previous`.
+fn replacement_note(key: &Identity, origin: &Origin, previous: &Origin) -> String {
+    let (kind, ns, name) = key;
+    let id = if ns.is_empty() {
+        format!("{kind} {name}")
+    } else {
+        format!("{kind} {ns}/{name}")
+    };
+    format!(
+        "{origin}: {id} replaces the one at {previous} (the later definition wins, as with kubectl apply)"
+    )
+}
+
+/// Kind, namespace and name: what the redefinition rule compares.
+type Identity = (ObjectKind, String, String);
+
+fn identity(object: &MeshObject) -> Option<Identity> {
     let meta = match object {
         MeshObject::Policy(p) | MeshObject::MeshPolicy(p) => &p.metadata,
         MeshObject::PeerAuthentication(pa) => &pa.metadata,
@@ -274,7 +290,39 @@ pub const STDIN_NAME: &str = "<stdin>";
 pub fn load_inputs(
     paths: &[PathBuf],
     default_namespace: &str,
+    stdin: Option<&mut dyn Read>,
+) -> Result<Loaded, LoadError> {
+    load(paths, default_namespace, stdin, None)
+}
+
+/// Like [`load_paths_in`], but every object goes to `apply` as soon as it is read, so
+/// that the objects of a large input are never all held at once (`serve` indexes
+/// them as they come). What would replace an earlier definition comes later to
+/// `apply` too, with the same note as [`load_paths_in`] gives. The result holds the
+/// notes and the files read, and no objects.
+pub fn stream_paths_in(
+    paths: &[PathBuf],
+    default_namespace: &str,
+    apply: &mut dyn FnMut(MeshObject),
+) -> Result<Loaded, LoadError> {
+    let mut sink = Sink {
+        apply,
+        seen: HashMap::new(),
+    };
+    load(paths, default_namespace, None, Some(&mut sink))
+}
+
+/// Objects handed on as they are read, with where each identity was last defined.
+struct Sink<'a> {
+    apply: &'a mut dyn FnMut(MeshObject),
+    seen: HashMap<Identity, Origin>,
+}
+
+fn load(
+    paths: &[PathBuf],
+    default_namespace: &str,
     mut stdin: Option<&mut dyn Read>,
+    mut sink: Option<&mut Sink>,
 ) -> Result<Loaded, LoadError> {
     let mut files = Vec::new();
     let mut visited = HashSet::new();
@@ -307,7 +355,14 @@ pub fn load_inputs(
             } else {
                 Syntax::Yaml
             };
-            parse_into(&mut loaded, &text, &name, syntax, default_namespace)?;
+            parse_into(
+                &mut loaded,
+                sink.as_deref_mut(),
+                &text,
+                &name,
+                syntax,
+                default_namespace,
+            )?;
             loaded.files.push(name);
             continue;
         }
@@ -322,6 +377,7 @@ pub fn load_inputs(
         })?;
         parse_into(
             &mut loaded,
+            sink.as_deref_mut(),
             &text,
             &file,
             Syntax::of(&file),
@@ -414,7 +470,14 @@ pub fn parse_str_in(
 ) -> Result<Loaded, LoadError> {
     let path = path.as_ref();
     let mut loaded = Loaded::default();
-    parse_into(&mut loaded, text, path, Syntax::of(path), default_namespace)?;
+    parse_into(
+        &mut loaded,
+        None,
+        text,
+        path,
+        Syntax::of(path),
+        default_namespace,
+    )?;
     loaded.files.push(path.to_path_buf());
     loaded.dedup();
     Ok(loaded)
@@ -423,8 +486,10 @@ pub fn parse_str_in(
 /// What one file's documents are read into. Each document becomes typed objects
 /// before the next one is parsed, so a file's text is never held beside all of its
 /// documents as values (a 220,000-object bundle stays small).
-struct FileReader<'a> {
+struct FileReader<'a, 's> {
     loaded: &'a mut Loaded,
+    /// Where objects go when they are not kept in `loaded`.
+    sink: Option<&'a mut Sink<'s>>,
     default_namespace: &'a str,
     /// Notes on this file, formatted once the documents' lines are known to be right.
     notes: Vec<(Origin, String)>,
@@ -432,29 +497,42 @@ struct FileReader<'a> {
     line_bytes: usize,
 }
 
-impl FileReader<'_> {
+impl FileReader<'_, '_> {
     fn note(&mut self, origin: &Origin, message: String) {
         self.notes.push((origin.clone(), message));
     }
 
     fn push(&mut self, object: MeshObject, origin: Origin) {
-        self.loaded.push(object, origin);
+        let Some(sink) = self.sink.as_deref_mut() else {
+            self.loaded.push(object, origin);
+            return;
+        };
+        if let Some(key) = identity(&object) {
+            if let Some(previous) = sink.seen.get(&key) {
+                let note = replacement_note(&key, &origin, previous);
+                self.loaded.notes.push(note);
+            }
+            sink.seen.insert(key, origin);
+        }
+        (sink.apply)(object);
     }
 }
 
 fn parse_into(
     loaded: &mut Loaded,
+    sink: Option<&mut Sink>,
     text: &str,
     path: &Path,
     syntax: Syntax,
     default_namespace: &str,
 ) -> Result<(), LoadError> {
-    parse_counted(loaded, text, path, syntax, default_namespace).0
+    parse_counted(loaded, sink, text, path, syntax, default_namespace).0
 }
 
 /// [`parse_into`], also returning how many bytes were examined to number lines.
 fn parse_counted(
     loaded: &mut Loaded,
+    sink: Option<&mut Sink>,
     text: &str,
     path: &Path,
     syntax: Syntax,
@@ -464,6 +542,7 @@ fn parse_counted(
     let first_object = loaded.objects.len();
     let mut reader = FileReader {
         loaded,
+        sink,
         default_namespace,
         notes: Vec::new(),
         line_bytes: 0,
@@ -540,6 +619,11 @@ fn yaml_documents(
     if count != lines.len() {
         for origin in &mut reader.loaded.origins[first_object..] {
             origin.line = None;
+        }
+        if let Some(sink) = reader.sink.as_deref_mut() {
+            for origin in sink.seen.values_mut().filter(|o| o.path == path) {
+                origin.line = None;
+            }
         }
         for (origin, _) in &mut reader.notes {
             origin.line = None;
@@ -976,7 +1060,7 @@ mod tests {
         ] {
             let mut loaded = Loaded::default();
             let (result, examined) =
-                parse_counted(&mut loaded, text, Path::new("big"), syntax, "default");
+                parse_counted(&mut loaded, None, text, Path::new("big"), syntax, "default");
             result.unwrap();
             assert_eq!(loaded.objects.len(), n);
             assert_eq!(loaded.origins[n - 1].line, Some(line_of_last), "{syntax:?}");

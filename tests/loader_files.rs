@@ -394,3 +394,48 @@ fn errors_name_file_and_line() {
     assert!(matches!(err, LoadError::Io { .. }), "{err:?}");
     assert_eq!(err.path(), Path::new("/does/not/exist"));
 }
+
+/// Streaming (what `serve` does) hands on every object a load keeps, plus the ones
+/// replaced by a later definition (applied in order, the later one wins), with the
+/// same notes.
+#[test]
+fn streaming_sees_what_a_load_keeps() {
+    let paths = [
+        root().join("examples/bookinfo"),
+        root().join("examples/scenarios"),
+        fixtures().join("apiserver/10-list-destinationrules-v1.json"),
+        fixtures().join("apiserver/14-list-services.json"),
+    ];
+    let kept = loader::load_paths(&paths).expect("loads");
+    let mut streamed = Vec::new();
+    let summary =
+        loader::stream_paths_in(&paths, loader::DEFAULT_NAMESPACE, &mut |o| streamed.push(o))
+            .expect("streams");
+    assert!(summary.objects.is_empty());
+    assert_eq!(summary.files, kept.files);
+    assert_eq!(summary.notes, kept.notes);
+    assert!(
+        summary
+            .notes
+            .iter()
+            .any(|n| n.contains("replaces the one at")),
+        "{:#?}",
+        summary.notes
+    );
+    // Every object a load keeps is handed on, in the same order; the others are
+    // the ones replaced later, one per replacement note.
+    let kept: Vec<String> = kept.objects.iter().map(|o| format!("{o:?}")).collect();
+    let streamed: Vec<String> = streamed.iter().map(|o| format!("{o:?}")).collect();
+    let replaced = summary
+        .notes
+        .iter()
+        .filter(|n| n.contains("replaces the one at"))
+        .count();
+    assert_eq!(streamed.len(), kept.len() + replaced);
+    let mut rest = streamed.clone();
+    for object in &kept {
+        let at = rest.iter().position(|s| s == object);
+        assert!(at.is_some(), "{object} not streamed");
+        rest.remove(at.unwrap());
+    }
+}

@@ -63,12 +63,17 @@ impl SnapshotSource {
 }
 
 fn load_files(paths: &[PathBuf]) -> anyhow::Result<Snapshot> {
-    let loaded = crate::loader::load_paths(paths)
+    // Each object is indexed as it is read: a large bundle is never held whole as
+    // typed objects (a later definition replaces an earlier one, as in `check`).
+    let mut snapshot = Snapshot::default();
+    let loaded =
+        crate::loader::stream_paths_in(paths, crate::loader::DEFAULT_NAMESPACE, &mut |object| {
+            snapshot.apply(object)
+        })
         .map_err(|e| anyhow::anyhow!("loading the policies from {paths:?}: {e}"))?;
     for note in &loaded.notes {
         tracing::warn!(note = %note, "policies");
     }
-    let snapshot = Snapshot::from_objects(loaded.objects);
     tracing::info!(
         paths = ?paths,
         objects = ?counts_text(&snapshot),
