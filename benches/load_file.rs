@@ -167,15 +167,7 @@ fn write_shape(path: &Path, shape: &str, range: std::ops::Range<usize>) {
 
 /// VmRSS and VmHWM of this process, in KiB.
 fn memory_kib() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    memory_of("self")
 }
 
 /// The child: loads and indexes one path, prints one line of JSON. `stream`: as
@@ -253,8 +245,8 @@ fn measure(path: &Path, stream: bool) -> Value {
     serde_json::from_slice(&out.stdout).expect("child prints JSON")
 }
 
-/// VmRSS and VmHWM of process `pid`, in KiB.
-fn memory_of(pid: u32) -> (u64, u64) {
+/// VmRSS and VmHWM of process `pid` (a number, or `self`), in KiB.
+fn memory_of(pid: impl std::fmt::Display) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status

@@ -8,9 +8,10 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs `mtls-guard check ARGS` from the crate root (paths in the output are relative).
-fn check(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mtls-guard"))
+/// `mtls-guard check ARGS` from the crate root (paths in the output are relative).
+fn check_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mtls-guard"));
+    command
         .arg("check")
         .args(args)
         .current_dir(root())
@@ -18,9 +19,13 @@ fn check(args: &[&str]) -> Output {
         .env_remove("MTLS_GUARD_MODE")
         .env_remove("MTLS_GUARD_AUTO_MTLS")
         .env_remove("MTLS_GUARD_ROOT_NAMESPACE")
-        .env_remove("MTLS_GUARD_CLUSTER_DOMAIN")
-        .output()
-        .expect("runs mtls-guard")
+        .env_remove("MTLS_GUARD_CLUSTER_DOMAIN");
+    command
+}
+
+/// Runs `mtls-guard check ARGS`.
+fn check(args: &[&str]) -> Output {
+    check_command(args).output().expect("runs mtls-guard")
 }
 
 fn stdout(o: &Output) -> String {
@@ -510,14 +515,7 @@ fn mesh_gateway_controller_flag() {
 /// Runs `mtls-guard check ARGS` with `input` on standard input.
 fn check_stdin(args: &[&str], input: &str) -> Output {
     use std::io::Write as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mtls-guard"))
-        .arg("check")
-        .args(args)
-        .current_dir(root())
-        .env_remove("MTLS_GUARD_MODE")
-        .env_remove("MTLS_GUARD_AUTO_MTLS")
-        .env_remove("MTLS_GUARD_ROOT_NAMESPACE")
-        .env_remove("MTLS_GUARD_CLUSTER_DOMAIN")
+    let mut child = check_command(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
