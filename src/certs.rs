@@ -325,30 +325,7 @@ pub fn reusable(dir: &Path, names: &[String]) -> Result<(), String> {
     {
         return Err(format!("{CERT_FILE} is not valid for a day more"));
     }
-    let covered: Vec<String> = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
-                    x509_parser::extensions::GeneralName::IPAddress(ip) => match ip.len() {
-                        4 => <[u8; 4]>::try_from(*ip)
-                            .ok()
-                            .map(|a| std::net::IpAddr::from(a).to_string()),
-                        16 => <[u8; 16]>::try_from(*ip)
-                            .ok()
-                            .map(|a| std::net::IpAddr::from(a).to_string()),
-                        _ => None,
-                    },
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let covered = san_names(&cert);
     if let Some(missing) = names.iter().find(|n| !covered.contains(n)) {
         return Err(format!("{CERT_FILE} does not cover {missing}"));
     }
@@ -358,6 +335,31 @@ pub fn reusable(dir: &Path, names: &[String]) -> Result<(), String> {
         return Err(format!("{KEY_FILE} does not go with {CERT_FILE}"));
     }
     Ok(())
+}
+
+/// The subject alternative names of `cert`, IP addresses written as usual.
+pub fn san_names(cert: &x509_parser::certificate::X509Certificate) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .map(|n| match n {
+            GeneralName::DNSName(d) => d.to_string(),
+            GeneralName::IPAddress(ip) => match ip.len() {
+                4 => std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]).to_string(),
+                16 => {
+                    let mut b = [0u8; 16];
+                    b.copy_from_slice(ip);
+                    std::net::Ipv6Addr::from(b).to_string()
+                }
+                _ => format!("{ip:?}"),
+            },
+            other => other.to_string(),
+        })
+        .collect()
 }
 
 /// The CA certificate (PEM) in `path` when it holds one. When the certificates are

@@ -72,30 +72,7 @@ pub(crate) fn read_files(files: &TlsFiles) -> anyhow::Result<(Vec<u8>, Vec<u8>)>
 fn cert_info(der: &[u8]) -> anyhow::Result<CertInfo> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| anyhow!("parsing the certificate: {e}"))?;
-    let names = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .map(|n| match n {
-                    x509_parser::extensions::GeneralName::DNSName(d) => d.to_string(),
-                    x509_parser::extensions::GeneralName::IPAddress(ip) => match ip.len() {
-                        4 => std::net::Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]).to_string(),
-                        16 => {
-                            let mut b = [0u8; 16];
-                            b.copy_from_slice(ip);
-                            std::net::Ipv6Addr::from(b).to_string()
-                        }
-                        _ => format!("{ip:?}"),
-                    },
-                    other => other.to_string(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let names = crate::certs::san_names(&cert);
     Ok(CertInfo {
         subject: cert.subject().to_string(),
         names,
