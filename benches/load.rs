@@ -13,13 +13,18 @@
 //!   another folder, alternately; the two should be equal (issue 9, defect 1);
 //! - `log-reviews`: `/validate` with every review logged at info (`--log-reviews
 //!   all`) against the default (`changes`: an allowed review is not), both writing
-//!   the log to a file, alternately.
+//!   the log to a file, alternately;
+//! - `events`: `/validate` while watch events are applied to the index and a snapshot
+//!   published after each (as the cluster source does), against the same load without
+//!   them, alternately, on one server judging against Bookinfo plus the decision
+//!   bench's world (benches/world, 346,000 objects).
 //!
 //! Environment:
 //! - `MTLS_GUARD_BENCH_SECS`: seconds per run (default 2),
 //! - `MTLS_GUARD_BENCH_CONCURRENCY`: comma-separated worker counts (default `1,8,64`;
 //!   `1,64` for the two comparisons),
-//! - `MTLS_GUARD_BENCH_WRITES`: lines a second the busy-folder writer appends (default 50000).
+//! - `MTLS_GUARD_BENCH_WRITES`: lines a second the busy-folder writer appends (default 50000),
+//! - `MTLS_GUARD_BENCH_EVENTS`: events a second in mode `events` (default 200).
 //!
 //! Client and server share the machine, so absolute numbers are a floor.
 
@@ -29,11 +34,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[path = "../tests/server_support/mod.rs"]
 mod support;
+mod world;
 
 use axum::body::Bytes;
 use axum::routing::post;
 use axum::Router;
 use mtls_guard::admission::{review, Endpoint};
+use mtls_guard::model::{MeshObject, ObjectKind};
 use mtls_guard::server::{self, tls, ConnLimits, ReviewLog, SnapshotSource};
 use mtls_guard::settings::Settings;
 use mtls_guard::snapshot::Snapshot;
@@ -218,7 +225,8 @@ fn main() {
         "" => runtime.block_on(table(duration, concurrencies("1,8,64"))),
         "busy-folder" => runtime.block_on(busy_folder(duration, concurrencies("1,64"))),
         "log-reviews" => runtime.block_on(log_reviews(duration, concurrencies("1,64"))),
-        other => panic!("unknown mode {other:?}: expected busy-folder or log-reviews"),
+        "events" => runtime.block_on(events(duration, concurrencies("1,64"))),
+        other => panic!("unknown mode {other:?}: expected busy-folder, log-reviews or events"),
     }
 }
 
@@ -492,4 +500,145 @@ async fn table(duration: Duration, concurrencies: Vec<usize>) {
         let _ = ceiling_stop.send(true);
         real.handle.stop().await;
     }
+}
+
+/// Bookinfo and the decision bench's world (10,000 namespaces, 346,000 objects).
+fn world() -> Snapshot {
+    let mut objects = support::bookinfo_objects();
+    objects.extend(world::mesh_objects());
+    Snapshot::from_objects(objects)
+}
+
+/// Applies `per_second` synthetic watch events to a working copy of `base` and
+/// publishes a clone after each, as the cluster source does, until `stop`: a
+/// Service, a Policy naming it and a DestinationRule for it are applied in
+/// namespace bookinfo (where the reviews are judged), then deleted again.
+/// Returns the events applied.
+async fn churn(
+    store: server::SnapshotStore,
+    base: Snapshot,
+    per_second: f64,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> usize {
+    let template = |name: &str, n: usize| -> Vec<MeshObject> {
+        let service = serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"namespace": "bookinfo", "name": format!("{name}-{n}"), "resourceVersion": n.to_string()},
+            "spec": {"selector": {"app": format!("{name}-{n}")}, "ports": [{"name": "http", "port": 9080, "targetPort": 9080}]}
+        });
+        let policy = serde_json::json!({
+            "apiVersion": "authentication.istio.io/v1alpha1", "kind": "Policy",
+            "metadata": {"namespace": "bookinfo", "name": format!("{name}-{n}")},
+            "spec": {"targets": [{"name": format!("{name}-{n}")}], "peers": [{"mtls": {}}]}
+        });
+        let rule = serde_json::json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"namespace": "bookinfo", "name": format!("{name}-{n}")},
+            "spec": {"host": format!("{name}-{n}"), "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}
+        });
+        [service, policy, rule]
+            .into_iter()
+            .map(|v| MeshObject::from_value(v).unwrap().unwrap())
+            .collect()
+    };
+    let mut working = base;
+    let period = Duration::from_secs_f64(1.0 / per_second);
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut applied = 0usize;
+    let mut queue = std::collections::VecDeque::new();
+    while !*stop.borrow() {
+        ticker.tick().await;
+        // Add a Service, its Policy and its rule, then delete them again.
+        if applied % 6 < 3 {
+            if queue.is_empty() {
+                queue.extend(template("churn", applied));
+            }
+            working.apply(queue.pop_front().unwrap());
+        } else {
+            let n = applied - (applied % 6);
+            let kind = [
+                ObjectKind::Service,
+                ObjectKind::Policy,
+                ObjectKind::DestinationRule,
+            ][applied % 3];
+            working.delete(kind, "bookinfo", &format!("churn-{n}"));
+        }
+        applied += 1;
+        store.publish(working.clone());
+    }
+    applied
+}
+
+/// `/validate` without and with `MTLS_GUARD_BENCH_EVENTS` events a second applied
+/// to the index (each published), alternately, on the same server and world.
+async fn events(duration: Duration, concurrencies: Vec<usize>) {
+    let per_second: f64 = env_or("MTLS_GUARD_BENCH_EVENTS", 200.0);
+    let real = TestServer::bookinfo().await;
+    let base = world();
+    real.handle.snapshots().publish(base.clone());
+    let ca = real.ca.pem();
+    let url = format!(
+        "https://127.0.0.1:{}/validate",
+        real.handle.webhook_addr().port()
+    );
+    let body = compact(&review_body("10"));
+    println!(
+        "events: /validate (allowed), {} s per run, world of {} objects; without events, then with {per_second} events/s applied and published, alternately",
+        duration.as_secs_f64(),
+        base.counts().values().sum::<usize>()
+    );
+    println!(
+        "{:>4} {:>6} | {:>9} {:>8} {:>8} | {:>9} {:>8} {:>8} {:>9} | {:>6}",
+        "conc",
+        "round",
+        "quiet r/s",
+        "p50 ms",
+        "p99 ms",
+        "busy r/s",
+        "p50 ms",
+        "p99 ms",
+        "events/s",
+        "busy %"
+    );
+    for &c in &concurrencies {
+        let mut sums = [0.0f64; 2];
+        for round in 1..=2 {
+            let quiet = drive(url.clone(), ca.clone(), body.clone(), c, duration).await;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let churner = tokio::spawn(churn(
+                real.handle.snapshots().clone(),
+                base.clone(),
+                per_second,
+                stop_rx,
+            ));
+            let busy = drive(url.clone(), ca.clone(), body.clone(), c, duration).await;
+            let _ = stop_tx.send(true);
+            let applied = churner.await.unwrap();
+            real.handle.snapshots().publish(base.clone());
+            sums[0] += quiet.throughput();
+            sums[1] += busy.throughput();
+            println!(
+                "{c:>4} {round:>6} | {:>9.0} {:>8.3} {:>8.3} | {:>9.0} {:>8.3} {:>8.3} {:>9.0} | {:>5.0}%{}",
+                quiet.throughput(),
+                quiet.percentile_ms(50.0),
+                quiet.percentile_ms(99.0),
+                busy.throughput(),
+                busy.percentile_ms(50.0),
+                busy.percentile_ms(99.0),
+                applied as f64 / busy.elapsed.as_secs_f64(),
+                100.0 * busy.throughput() / quiet.throughput(),
+                if quiet.errors + busy.errors > 0 { "  ERRORS" } else { "" }
+            );
+        }
+        println!(
+            "{c:>4} {:>6} | {:>9.0} {:>29} {:>9.0} | {:>5.0}%",
+            "mean",
+            sums[0] / 2.0,
+            "",
+            sums[1] / 2.0,
+            100.0 * sums[1] / sums[0]
+        );
+    }
+    real.handle.stop().await;
 }

@@ -2,7 +2,7 @@
 //! policies, at admission time.
 //!
 //! The pure core ([`snapshot`], [`decision`], [`enforcement`], [`patch`], [`admission`])
-//! does no I/O; the edges ([`loader`], [`check`], [`server`], [`certs`]) stay thin
+//! does no I/O; the edges ([`loader`], [`check`], [`source`], [`server`], [`certs`]) stay thin
 //! around it, and [`cli`] turns the command line into their plain options.
 //!
 //! "The contract" and "section N" in comments and tests mean the behaviour described
@@ -21,3 +21,4 @@ pub mod patch;
 pub mod server;
 pub mod settings;
 pub mod snapshot;
+pub mod source;

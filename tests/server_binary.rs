@@ -346,17 +346,14 @@ fn serve_generating(cert_dir: &Path, extra: &[&str]) -> Running {
     Running::spawn(&args)
 }
 
-/// Without --tls-cert, `serve` makes a CA and certificate in --cert-dir and prints a
-/// curl command; without --policies the snapshot is empty (with a warning), so a
-/// rule that Bookinfo would deny is allowed. Ctrl-C (SIGINT) stops it with exit 0.
+/// Without --tls-cert, `serve` makes a CA and certificate in --cert-dir, prints a
+/// curl command and serves with it (here against the Bookinfo policies, which deny
+/// the rule). Ctrl-C (SIGINT) stops it with exit 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_generates_a_certificate_when_none_is_given() {
     let dir = tempfile::tempdir().unwrap();
     let cert_dir = dir.path().join("generated");
-    let mut server = serve_generating(&cert_dir, &[]);
-    server.log_line(|v| {
-        v["level"] == "WARN" && v["message"].as_str().is_some_and(|m| m.contains("EMPTY"))
-    });
+    let mut server = serve_generating(&cert_dir, &["--policies", "examples/bookinfo"]);
     let (webhook, _admin) = server.addresses();
     let curl = server.stdout_line(|l| l.contains("curl"));
     let ca_path = cert_dir.join("ca.crt");
@@ -385,7 +382,7 @@ async fn serve_generates_a_certificate_when_none_is_given() {
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
 
     server.signal(libc::SIGINT);
     assert_eq!(server.exit_code(), Some(0));
@@ -453,6 +450,8 @@ fn serve_fails_clearly_on_a_missing_certificate() {
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
+            "--policies",
+            "examples/bookinfo",
             "--tls-cert",
             dir.path().join("nope.crt").to_str().unwrap(),
             "--tls-key",
@@ -463,6 +462,34 @@ fn serve_fails_clearly_on_a_missing_certificate() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("nope.crt"), "{stderr}");
+}
+
+/// Without --policies, serve watches the cluster: with no usable kubeconfig it
+/// says so and exits 1.
+#[test]
+fn serve_in_cluster_mode_fails_clearly_without_a_kubeconfig() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-kubeconfig");
+    let output = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--cert-dir",
+            dir.path().join("certs").to_str().unwrap(),
+            "--kubeconfig",
+            missing.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("reading the kubeconfig") && stderr.contains("no-kubeconfig"),
+        "{stderr}"
+    );
 }
 
 /// A string that must never reach the log: it sits in each review's object.

@@ -167,6 +167,35 @@ pub fn review(
     endpoint: Endpoint,
     body: &[u8],
 ) -> Reviewed {
+    respond(body, |request| {
+        answer(snapshot, settings, endpoint, request)
+    })
+}
+
+/// Answers a review while there is no snapshot to judge against (the cluster is
+/// still being listed): a request that would be judged is denied with `reason`,
+/// or with `allow` let through with a warning; the others are allowed as usual.
+pub fn review_unsynced(settings: &Settings, body: &[u8], allow: bool, reason: &str) -> Reviewed {
+    respond(body, |request| {
+        let judged = matches!(request.operation, Operation::Create | Operation::Update)
+            && request.kind.group == "networking.istio.io"
+            && request.kind.kind == "DestinationRule"
+            && settings.mode != Mode::Off;
+        match (judged, allow) {
+            (false, _) => Answer::allow(),
+            (true, true) => Answer::with_warnings(vec![format!(
+                "mtls-guard: not judged: {reason} (--unsynced allow)"
+            )]),
+            (true, false) => Answer {
+                denied: Some(status(503, reason.to_string())),
+                ..Answer::default()
+            },
+        }
+    })
+}
+
+/// Reads the review and answers it with what `answer` says about its request.
+fn respond(body: &[u8], answer: impl FnOnce(&RequestIn) -> Answer) -> Reviewed {
     let parsed = match request::parse(body) {
         Ok(r) => r,
         Err(e) => return unreadable(body, &e.to_string()),
@@ -188,7 +217,7 @@ pub fn review(
             "AdmissionReview has no `request`".to_string(),
         );
     };
-    let answer = answer(snapshot, settings, endpoint, &request);
+    let answer = answer(&request);
     let verdict = if answer.unreadable {
         ReviewVerdict::Error
     } else if answer.denied.is_some() {
@@ -416,6 +445,7 @@ fn status(code: u16, message: String) -> Status {
     let reason = match code {
         400 => "BadRequest",
         403 => "Forbidden",
+        503 => "ServiceUnavailable",
         _ => "InternalError",
     };
     Status::failure(&message, reason).with_code(code)

@@ -10,6 +10,7 @@ pub use check::CheckArgs;
 pub use serve::ServeArgs;
 
 use crate::settings::{parse_service_ref, IngressGateway, Mode, Settings};
+use crate::source::MeshOverrides;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -48,13 +49,11 @@ impl Cli {
 /// The settings flags shared by `check` and `serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SettingsArgs {
-    /// Istio's root namespace (mesh-wide PeerAuthentications, the ingress gateway).
-    #[arg(
-        long,
-        default_value = "istio-system",
-        env = "MTLS_GUARD_ROOT_NAMESPACE"
-    )]
-    pub root_namespace: String,
+    /// Istio's root namespace (mesh-wide PeerAuthentications, the ingress gateway)
+    /// [default: istio-system; serve in cluster mode: the mesh config's rootNamespace,
+    /// else --istio-namespace].
+    #[arg(long, env = "MTLS_GUARD_ROOT_NAMESPACE", value_name = "NS")]
+    pub root_namespace: Option<String>,
     /// The cluster's DNS domain, for FQDN hosts.
     #[arg(
         long,
@@ -62,9 +61,18 @@ pub struct SettingsArgs {
         env = "MTLS_GUARD_CLUSTER_DOMAIN"
     )]
     pub cluster_domain: String,
-    /// Treat rules without TLS as fine, because Istio auto mTLS picks the mode.
-    #[arg(long, env = "MTLS_GUARD_AUTO_MTLS")]
-    pub auto_mtls: bool,
+    /// Whether Istio auto mTLS is on, so that rules without TLS are fine: `--auto-mtls`
+    /// (or `=true`) or `--auto-mtls=false`. Not given: off for files; serve in cluster
+    /// mode reads the mesh config's enableAutoMtls (Istio's default: on).
+    #[arg(
+        long,
+        env = "MTLS_GUARD_AUTO_MTLS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "true|false"
+    )]
+    pub auto_mtls: Option<bool>,
     /// Whether the Istio ingress gateway is present: detect (from a Service labelled
     /// istio=ingressgateway in the root namespace), present or absent.
     #[arg(long, default_value = "detect", value_name = "present|absent|detect")]
@@ -83,12 +91,24 @@ pub struct SettingsArgs {
     pub mesh_gateway_controllers: Vec<String>,
 }
 
+impl SettingsArgs {
+    /// The mesh settings given by flags, which win over the mesh config (cluster mode).
+    pub fn mesh_overrides(&self) -> MeshOverrides {
+        MeshOverrides {
+            auto_mtls: self.auto_mtls,
+            root_namespace: self.root_namespace.clone(),
+        }
+    }
+}
+
 impl From<SettingsArgs> for Settings {
     fn from(a: SettingsArgs) -> Settings {
         Settings {
-            root_namespace: a.root_namespace,
+            root_namespace: a
+                .root_namespace
+                .unwrap_or_else(|| Settings::default().root_namespace),
             cluster_domain: a.cluster_domain,
-            auto_mtls: a.auto_mtls,
+            auto_mtls: a.auto_mtls.unwrap_or(false),
             ingress_gateway: a.ingress_gateway,
             ingress_services: a.ingress_services,
             mode: a.mode,

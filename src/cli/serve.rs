@@ -3,6 +3,7 @@
 use super::SettingsArgs;
 use crate::certs::{DEFAULT_NAMESPACE, DEFAULT_SERVICE};
 use crate::server::{parse_duration_arg, ConnLimits, LogFormat, ReviewLog, ServeOptions, TlsFiles};
+use crate::source::Unsynced;
 use clap::builder::PossibleValue;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,10 +60,43 @@ pub struct ServeArgs {
     #[arg(long, default_value = DEFAULT_NAMESPACE)]
     pub service_namespace: String,
     /// YAML/JSON files or folders holding the mesh objects to judge against (read at
-    /// start and again when they change; no cluster contact). Without it the snapshot is empty (a warning
-    /// is logged): no policy requires mutual TLS, so every rule is allowed unchanged.
+    /// start and again when they change; no cluster contact). Without it, serve
+    /// watches the cluster (cluster mode).
     #[arg(long, value_name = "PATH", num_args = 1..)]
     pub policies: Vec<PathBuf>,
+    /// Cluster mode: the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config,
+    /// then the in-cluster ServiceAccount).
+    #[arg(long, value_name = "FILE", conflicts_with = "policies")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Cluster mode: the kubeconfig context (default: its current context).
+    #[arg(long, value_name = "NAME", conflicts_with = "policies")]
+    pub context: Option<String>,
+    /// Cluster mode: the namespace of Istio's `istio` ConfigMap (mesh settings;
+    /// also the root namespace when neither the mesh config nor --root-namespace names one).
+    #[arg(
+        long,
+        default_value = "istio-system",
+        env = "MTLS_GUARD_ISTIO_NAMESPACE",
+        value_name = "NS"
+    )]
+    pub istio_namespace: String,
+    /// Cluster mode: how reviews are answered before every watched kind has been
+    /// listed once: deny (with a message saying mtls-guard is still syncing) or
+    /// allow (unjudged, with a warning).
+    #[arg(
+        long,
+        default_value = "deny",
+        value_name = "deny|allow",
+        env = "MTLS_GUARD_UNSYNCED"
+    )]
+    pub unsynced: Unsynced,
+    /// Cluster mode: how often API discovery runs again (CRDs installed or removed
+    /// later are picked up).
+    #[arg(long, default_value = "30s", value_parser = parse_duration_arg)]
+    pub discovery_interval: Duration,
+    /// Cluster mode: how long a watch may fail before /readyz fails.
+    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+    pub watch_grace_period: Duration,
     #[command(flatten)]
     pub settings: SettingsArgs,
     /// Log format: text or json (one JSON object per line).
@@ -120,7 +154,14 @@ impl From<ServeArgs> for ServeOptions {
             service_name: a.service_name,
             service_namespace: a.service_namespace,
             policies: a.policies,
+            mesh_overrides: a.settings.mesh_overrides(),
             settings: a.settings.into(),
+            kubeconfig: a.kubeconfig,
+            context: a.context,
+            istio_namespace: a.istio_namespace,
+            unsynced: a.unsynced,
+            discovery_interval: a.discovery_interval,
+            watch_grace: a.watch_grace_period,
             log_format: a.log_format,
             log_reviews: a.log_reviews,
             client_ca: a.client_ca,

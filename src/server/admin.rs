@@ -1,7 +1,7 @@
 //! The admin port (plain HTTP): `/healthz`, `/readyz` and `/metrics`.
 
 use super::metrics::{Metrics, CONTENT_TYPE};
-use super::source::SnapshotStore;
+use crate::source::SnapshotStore;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -30,14 +30,16 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready: a snapshot is loaded and the TLS listener accepts connections.
+/// Ready: a snapshot is loaded (in cluster mode: every watched kind listed, and
+/// no watch failing for longer than the grace period) and the TLS listener
+/// accepts connections.
 async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
-    let mut missing = Vec::new();
-    if !state.store.is_loaded() {
-        missing.push("the mesh snapshot is not loaded");
+    let mut missing = state.store.not_ready();
+    if missing.is_empty() && !state.store.is_loaded() {
+        missing.push("the mesh snapshot is not published yet".to_string());
     }
     if !state.listening.load(Ordering::SeqCst) {
-        missing.push("the webhook listener is not accepting connections");
+        missing.push("the webhook listener is not accepting connections".to_string());
     }
     if missing.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
@@ -51,6 +53,9 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    if let Some(status) = state.store.cluster() {
+        state.metrics.read_watches(status);
+    }
     (
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
         state.metrics.encode(),

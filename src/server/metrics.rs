@@ -3,6 +3,8 @@
 use crate::admission::{Endpoint, ReviewVerdict};
 use crate::model::ObjectKind;
 use crate::snapshot::ObjectCounts;
+use crate::source::cluster::{ClusterStatus, Watched};
+use crate::source::{EventType, SourceObserver};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -30,6 +32,17 @@ struct EndpointLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchEventLabels {
+    kind: &'static str,
+    r#type: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,6 +98,9 @@ pub struct Metrics {
     cert_checks: Family<TriggerLabels, Counter>,
     snapshot_reloads: Family<ResultLabels, Counter>,
     in_flight: Gauge,
+    watch_up: Family<WatchLabels, Gauge>,
+    watch_last_event: Family<WatchLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    watch_events: Family<WatchEventLabels, Counter>,
 }
 
 /// Counts a request as in flight until dropped.
@@ -104,7 +120,20 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The metrics of a server fed by files or objects.
     pub fn new() -> Metrics {
+        Self::build(false)
+    }
+
+    /// The metrics of a server watching the cluster: the watch series too, each at
+    /// 0 from start-up.
+    pub fn for_cluster() -> Metrics {
+        let metrics = Self::build(true);
+        metrics.start_watch_series();
+        metrics
+    }
+
+    fn build(cluster: bool) -> Metrics {
         let mut registry = Registry::with_prefix("mtls_guard");
         let reviews = Family::<ReviewLabels, Counter>::default();
         registry.register(
@@ -168,6 +197,30 @@ impl Metrics {
             "Webhook requests being received or answered",
             in_flight.clone(),
         );
+        let watch_up = Family::<WatchLabels, Gauge>::default();
+        let watch_last_event =
+            Family::<WatchLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let watch_events = Family::<WatchEventLabels, Counter>::default();
+        // Only a server that watches the cluster exports them.
+        if cluster {
+            registry.register(
+                "watch_up",
+                "Cluster mode: 1 when the kind is listed and its watch streams (or its API is not served: \
+                 nothing to watch), 0 before its first list and while its watch fails",
+                watch_up.clone(),
+            );
+            registry.register(
+                "watch_last_event_timestamp_seconds",
+                "Cluster mode: when the last event (or list) of the kind was applied to the index, \
+                 in seconds since the Unix epoch (0: none yet)",
+                watch_last_event.clone(),
+            );
+            registry.register(
+                "watch_events",
+                "Cluster mode: watch events applied to the index, by kind and type (apply, delete, relist)",
+                watch_events.clone(),
+            );
+        }
         registry.register(
             "build",
             "Build information",
@@ -203,6 +256,9 @@ impl Metrics {
             cert_checks,
             snapshot_reloads,
             in_flight,
+            watch_up,
+            watch_last_event,
+            watch_events,
         };
         metrics.set_kind_counts(&ObjectCounts::new());
         metrics
@@ -287,12 +343,63 @@ impl Metrics {
             .inc();
     }
 
+    /// Creates every watch series at 0 (cluster mode), so that rates and alerts
+    /// see them from start-up; a server fed by files has none.
+    fn start_watch_series(&self) {
+        for kind in Watched::all() {
+            let kind = kind.name();
+            self.watch_up.get_or_create(&WatchLabels { kind }).set(0);
+            self.watch_last_event
+                .get_or_create(&WatchLabels { kind })
+                .set(0.0);
+            for event in EventType::ALL {
+                self.watch_events
+                    .get_or_create(&WatchEventLabels {
+                        kind,
+                        r#type: event.as_str(),
+                    })
+                    .inc_by(0);
+            }
+        }
+    }
+
+    /// Sets `watch_up` from the cluster source's state (read when scraped).
+    pub(crate) fn read_watches(&self, status: &ClusterStatus) {
+        for kind in Watched::all() {
+            self.watch_up
+                .get_or_create(&WatchLabels { kind: kind.name() })
+                .set(i64::from(status.is_up(kind)));
+        }
+    }
+
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+impl SourceObserver for Metrics {
+    fn published(&self, counts: &ObjectCounts) {
+        self.set_snapshot(counts);
+    }
+
+    fn reloaded(&self, ok: bool) {
+        self.count_snapshot_reload(ok);
+    }
+
+    fn watch_event(&self, kind: &'static str, event: EventType, unix_seconds: f64) {
+        self.watch_events
+            .get_or_create(&WatchEventLabels {
+                kind,
+                r#type: event.as_str(),
+            })
+            .inc();
+        self.watch_last_event
+            .get_or_create(&WatchLabels { kind })
+            .set(unix_seconds);
     }
 }
 

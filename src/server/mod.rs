@@ -10,25 +10,25 @@
 //! Modules: [`tls`] (rustls configuration and the swappable certificate), `reload`
 //! (watching the certificate files), `listener` (TLS accept loop, HTTP serving,
 //! drain), `webhook` (the two routes), `admin` (probes and metrics), [`metrics`],
-//! [`source`] (where the mesh snapshot comes from), `logging`.
+//! `logging`. The mesh snapshot comes from [`crate::source`]; the server only reads it.
 
 mod admin;
 mod listener;
 mod logging;
 pub mod metrics;
 mod reload;
-pub mod source;
 pub mod tls;
 mod webhook;
 
+pub use crate::source::{SnapshotSource, SnapshotStore, Unsynced};
 pub use listener::{serve_tls, ConnLimits};
 pub use logging::{init_logging, LogFormat, ReviewLog};
-pub use source::{SnapshotSource, SnapshotStore};
 pub use tls::{CertInfo, TlsFiles};
 pub use webhook::http_status;
 
 use crate::certs;
 use crate::settings::Settings;
+use crate::source::{self, ClusterConfig, MeshOverrides, SourceObserver};
 use anyhow::Context;
 use metrics::Metrics;
 use std::net::SocketAddr;
@@ -64,9 +64,19 @@ pub struct ServeOptions {
     /// The webhook's Service name and namespace, for the generated certificate's names.
     pub service_name: String,
     pub service_namespace: String,
-    /// Files and folders of mesh objects; empty: an empty snapshot.
+    /// Files and folders of mesh objects; empty: cluster mode.
     pub policies: Vec<PathBuf>,
     pub settings: Settings,
+    /// Cluster mode: the mesh settings fixed by flags (the rest come from the mesh config).
+    pub mesh_overrides: MeshOverrides,
+    /// Cluster mode: the kubeconfig file and context (kube-rs's defaults when `None`).
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    /// Cluster mode: the namespace of the `istio` ConfigMap.
+    pub istio_namespace: String,
+    pub unsynced: Unsynced,
+    pub discovery_interval: Duration,
+    pub watch_grace: Duration,
     pub log_format: LogFormat,
     /// Which reviews get an info log line.
     pub log_reviews: ReviewLog,
@@ -88,6 +98,8 @@ pub struct ServerConfig {
     pub tls: TlsFiles,
     pub source: SnapshotSource,
     pub settings: Settings,
+    /// Cluster mode: how reviews are answered before every kind is listed.
+    pub unsynced: Unsynced,
     pub limits: ConnLimits,
     /// Longest time to receive a request body and answer it.
     pub review_timeout: Duration,
@@ -114,6 +126,7 @@ impl ServerConfig {
             tls,
             source,
             settings: Settings::default(),
+            unsynced: Unsynced::Deny,
             limits: ConnLimits::default(),
             review_timeout: Duration::from_secs(10),
             body_limit: BODY_LIMIT,
@@ -169,6 +182,9 @@ impl Handle {
 
     /// The server's metrics, as served on `/metrics`.
     pub fn metrics_text(&self) -> String {
+        if let Some(status) = self.store.cluster() {
+            self.metrics.read_watches(status);
+        }
         self.metrics.encode()
     }
 
@@ -192,8 +208,19 @@ impl Handle {
 /// Binds the admin port, loads the certificate and the snapshot, binds the webhook
 /// port and serves both until [`Handle::shutdown`].
 pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
-    let metrics = Arc::new(Metrics::new());
-    let store = SnapshotStore::new(metrics.clone());
+    let cluster_status = match &config.source {
+        SnapshotSource::Cluster(cluster) => Some(cluster.status()),
+        _ => None,
+    };
+    let metrics = Arc::new(match cluster_status {
+        Some(_) => Metrics::for_cluster(),
+        None => Metrics::new(),
+    });
+    let observer: Arc<dyn SourceObserver> = metrics.clone();
+    let store = match &cluster_status {
+        Some(status) => SnapshotStore::for_cluster(config.settings.clone(), status.clone()),
+        None => SnapshotStore::new(config.settings.clone()),
+    };
     let listening = Arc::new(AtomicBool::new(false));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Stops the admin port and the certificate watcher after the drain (or when
@@ -247,10 +274,21 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
         SnapshotSource::Files(paths) => Some(paths.clone()),
         _ => None,
     };
+    let cluster = match (&source, cluster_status) {
+        (SnapshotSource::Cluster(cluster), Some(status)) => Some(((**cluster).clone(), status)),
+        _ => None,
+    };
+    if matches!(source, SnapshotSource::Empty) {
+        tracing::warn!(
+            "serving an EMPTY mesh snapshot, under which no policy requires mutual TLS, \
+             so every DestinationRule is allowed unchanged"
+        );
+    }
     let first = tokio::task::spawn_blocking(move || source.initial())
         .await
         .context("loading the snapshot")??;
     if let Some(snapshot) = first {
+        observer.published(snapshot.counts());
         store.publish(snapshot);
     }
 
@@ -272,7 +310,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
     let tls_config = Arc::new(tls::server_config(resolver.clone(), client_auth)?);
     let app = webhook::router(Arc::new(webhook::WebhookState {
         store: store.clone(),
-        settings: config.settings,
+        settings: config.settings.clone(),
+        unsynced: config.unsynced,
         metrics: metrics.clone(),
         review_timeout: config.review_timeout,
         slots: tokio::sync::Semaphore::new(config.limits.max_in_flight.max(1)),
@@ -284,7 +323,22 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
         source::watch_files(
             paths,
             store.clone(),
+            observer.clone(),
             config.policies_poll_interval,
+            after_rx.clone(),
+        )
+    });
+    let cluster_task = cluster.map(|(cluster, status)| {
+        tracing::info!(
+            istio_namespace = %cluster.istio_namespace,
+            "cluster mode: watching the cluster; reviews are answered per --unsynced until every kind is listed"
+        );
+        source::cluster::spawn(
+            cluster,
+            config.settings.clone(),
+            store.clone(),
+            status,
+            observer.clone(),
             after_rx.clone(),
         )
     });
@@ -318,6 +372,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
             let _ = after_tx.send(true);
             let _ = reload_task.await;
             if let Some(task) = policies_task {
+                let _ = task.await;
+            }
+            if let Some(task) = cluster_task {
                 let _ = task.await;
             }
             let _ = admin_task.await;
@@ -358,6 +415,35 @@ fn load_certificate(files: &TlsFiles, metrics: &Metrics) -> anyhow::Result<Loade
         "serving certificate loaded"
     );
     Ok((initial_files, pair))
+}
+
+/// A client as kube-rs configures one: `--kubeconfig` (else `$KUBECONFIG`, else
+/// `~/.kube/config`) with `--context`, else the in-cluster ServiceAccount.
+async fn kube_client(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> anyhow::Result<kube::Client> {
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &options)
+                .await
+                .with_context(|| format!("using the kubeconfig {}", path.display()))?
+        }
+        None if context.is_some() => kube::Config::from_kubeconfig(&options)
+            .await
+            .context("using the kubeconfig ($KUBECONFIG or ~/.kube/config)")?,
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig ($KUBECONFIG, ~/.kube/config) and not in a cluster")?,
+    };
+    tracing::info!(cluster_url = %config.cluster_url, "cluster mode: API server");
+    kube::Client::try_from(config).context("making the Kubernetes client")
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).
@@ -431,7 +517,14 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
         .as_ref()
         .map(|s| (s.dir.clone(), s.dir.join(certs::CA_CERT_FILE)));
     let source = if args.policies.is_empty() {
-        SnapshotSource::Empty
+        let client = kube_client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+        SnapshotSource::Cluster(Box::new(ClusterConfig {
+            client,
+            istio_namespace: args.istio_namespace,
+            overrides: args.mesh_overrides,
+            discovery_interval: args.discovery_interval,
+            watch_grace: args.watch_grace,
+        }))
     } else {
         SnapshotSource::Files(args.policies)
     };
@@ -441,6 +534,7 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
         tls: tls_files,
         source,
         settings,
+        unsynced: args.unsynced,
         limits: args.limits,
         review_timeout: args.review_timeout,
         body_limit: BODY_LIMIT,

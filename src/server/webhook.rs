@@ -3,9 +3,9 @@
 
 use super::logging::{clean, ReviewLog};
 use super::metrics::Metrics;
-use super::source::SnapshotStore;
 use crate::admission::{self, Delivery, Endpoint, ReviewVerdict};
 use crate::settings::Settings;
+use crate::source::{SnapshotStore, Unsynced};
 use axum::body::{Body, BodyDataStream, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -18,7 +18,11 @@ use std::time::{Duration, Instant};
 
 pub(crate) struct WebhookState {
     pub store: SnapshotStore,
+    /// The flags' settings, for reviews answered before a snapshot is published
+    /// (a published snapshot carries its own).
     pub settings: Settings,
+    /// How reviews are answered before then (cluster mode).
+    pub unsynced: Unsynced,
     pub metrics: Arc<Metrics>,
     /// Longest time to read a request body and answer it.
     pub review_timeout: Duration,
@@ -155,16 +159,34 @@ async fn handle(state: &WebhookState, endpoint: Endpoint, req: Request) -> Respo
             );
         }
     };
-    let Some(snapshot) = state.store.current() else {
-        return refuse(
-            state,
-            endpoint,
-            started,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the mesh snapshot is not loaded yet",
-        );
+    let reviewed = match state.store.current() {
+        Some(view) => admission::review(&view.snapshot, &view.settings, endpoint, &body),
+        None => match state.store.cluster() {
+            Some(cluster) => {
+                let pending = cluster.pending();
+                let waiting = if pending.is_empty() {
+                    "publishing the first snapshot".to_string()
+                } else {
+                    format!("not listed yet: {}", pending.join(", "))
+                };
+                let reason = format!(
+                    "mtls-guard is still syncing with the cluster and cannot judge this yet \
+                     ({waiting}); retry in a moment"
+                );
+                let allow = state.unsynced == Unsynced::Allow;
+                admission::review_unsynced(&state.settings, &body, allow, &reason)
+            }
+            None => {
+                return refuse(
+                    state,
+                    endpoint,
+                    started,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the mesh snapshot is not loaded yet",
+                )
+            }
+        },
     };
-    let reviewed = admission::review(&snapshot, &state.settings, endpoint, &body);
     let elapsed = started.elapsed();
     state.metrics.observe_review(
         endpoint.as_str(),

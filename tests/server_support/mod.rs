@@ -371,3 +371,57 @@ pub async fn half_sent_review(
     );
     (tls, rest.to_vec())
 }
+
+/// The series of a table of docs/metrics.md, with their type, expanded: `{a=x|y, b=z}`
+/// gives one `name{a="x",b="z"}` per combination; a label without values
+/// (`{version}`) is kept as a prefix `name{version=` to match any value. `section`:
+/// the table under that `## ` heading; `None`: the one before the first heading.
+pub fn documented_series(section: Option<&str>) -> Vec<(String, String)> {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/metrics.md"),
+    )
+    .unwrap();
+    let mut parts = doc.split("\n## ");
+    let text = match section {
+        None => parts.next().unwrap_or(""),
+        Some(heading) => parts
+            .find(|p| p.starts_with(heading))
+            .unwrap_or_else(|| panic!("no section {heading:?} in docs/metrics.md")),
+    };
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with("| `mtls_guard_")) {
+        let cells: Vec<&str> = line.split(" | ").collect();
+        let series = cells[0].trim_start_matches("| `").trim_end_matches('`');
+        let kind = cells[1].to_string();
+        let series = series.replace("\\|", "|");
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (n.to_string(), l.trim_end_matches('}').to_string()),
+            None => (series.clone(), String::new()),
+        };
+        let mut expanded = vec![String::new()];
+        for label in labels.split(", ").filter(|l| !l.is_empty()) {
+            let Some((key, values)) = label.split_once('=') else {
+                expanded = vec![format!("{label}=")];
+                break;
+            };
+            expanded = expanded
+                .iter()
+                .flat_map(|prefix| {
+                    values.split('|').map(move |v| {
+                        let sep = if prefix.is_empty() { "" } else { "," };
+                        format!("{prefix}{sep}{key}=\"{v}\"")
+                    })
+                })
+                .collect();
+        }
+        for labels in expanded {
+            let series = match (labels.is_empty(), labels.ends_with('=')) {
+                (true, _) => name.clone(),
+                (false, true) => format!("{name}{{{labels}"),
+                (false, false) => format!("{name}{{{labels}}}"),
+            };
+            out.push((series, kind.clone()));
+        }
+    }
+    out
+}
