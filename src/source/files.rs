@@ -72,12 +72,14 @@ pub fn watch_files(
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    // Taken now (a few `stat`s), not when the task first runs: a change made
+    // between the start and that first run would otherwise count as already seen.
+    let mut seen = fingerprint(&paths);
     tokio::spawn(async move {
         let stopped = async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         };
         tokio::pin!(stopped);
-        let mut seen = current(&paths).await;
         loop {
             tokio::select! {
                 _ = &mut stopped => return,
