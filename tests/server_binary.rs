@@ -660,7 +660,7 @@ fn bundle_bytes(dir: &Path) -> Vec<Vec<u8>> {
 async fn a_second_serve_that_cannot_bind_leaves_the_generated_certificate_alone() {
     let dir = tempfile::tempdir().unwrap();
     let cert_dir = dir.path().join("generated");
-    let mut first = serve_generating(&cert_dir, &[]);
+    let mut first = serve_generating(&cert_dir, &["--policies", "examples/bookinfo"]);
     let (webhook, admin) = first.addresses();
     let before = bundle_bytes(&cert_dir);
 
@@ -678,6 +678,8 @@ async fn a_second_serve_that_cannot_bind_leaves_the_generated_certificate_alone(
                 &admin_listen,
                 "--cert-dir",
                 cert_dir.to_str().unwrap(),
+                "--policies",
+                "examples/bookinfo",
             ])
             .output()
             .unwrap();
@@ -701,7 +703,7 @@ async fn a_second_serve_that_cannot_bind_leaves_the_generated_certificate_alone(
     assert_eq!(first.exit_code(), Some(0));
 
     // Started again, it reuses the valid pair: same files, same CA trusted.
-    let mut again = serve_generating(&cert_dir, &[]);
+    let mut again = serve_generating(&cert_dir, &["--policies", "examples/bookinfo"]);
     let (webhook, _) = again.addresses();
     assert_eq!(bundle_bytes(&cert_dir), before);
     let (status, _) = post(
