@@ -1,0 +1,393 @@
+//! The watch-event path of the index: a sequence of apply / delete / reset (a
+//! re-list) of small objects of every kind the project reads, with clones
+//! published midway. At the end, and for every published clone, the index must
+//! judge every stored rule (and probe rules for each host shape) exactly like a
+//! snapshot built from scratch (`Snapshot::from_objects`) from the objects of that
+//! moment. The objects follow tests/snapshot_events.rs, with bytes choosing.
+#![no_main]
+
+use arbitrary::{Result, Unstructured};
+use libfuzzer_sys::fuzz_target;
+use mtls_guard::decision::judge;
+use mtls_guard::model::{DestinationRule, MeshObject, ObjectKind};
+use mtls_guard::settings::{IngressGateway, Settings};
+use mtls_guard::snapshot::Snapshot;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+const NAMESPACES: [&str; 3] = ["a", "b", "istio-system"];
+const SERVICES: [&str; 4] = ["s1", "s2", "s3", "gw"];
+const TIMES: [Option<&str>; 3] = [
+    None,
+    Some("2024-01-01T00:00:00Z"),
+    Some("2024-02-01T00:00:00Z"),
+];
+const HOSTS: [&str; 10] = [
+    "s1",
+    "s2.b",
+    "s3.a.svc.cluster.local",
+    "gw.istio-system",
+    "s1.c",
+    "ghost",
+    "*.a.svc.cluster.local",
+    "*.b.svc.cluster.local",
+    "*.local",
+    "ext.example.com",
+];
+const KINDS: [ObjectKind; 11] = [
+    ObjectKind::Policy,
+    ObjectKind::MeshPolicy,
+    ObjectKind::PeerAuthentication,
+    ObjectKind::DestinationRule,
+    ObjectKind::Service,
+    ObjectKind::Ingress,
+    ObjectKind::IngressClass,
+    ObjectKind::Namespace,
+    ObjectKind::GatewayClass,
+    ObjectKind::Gateway,
+    ObjectKind::HTTPRoute,
+];
+
+fn pick<T: Clone>(u: &mut Unstructured, from: &[T]) -> Result<T> {
+    Ok(u.choose(from)?.clone())
+}
+
+fn meta(ns: Option<&str>, name: &str, created: Option<&str>) -> Value {
+    let mut m = Map::new();
+    m.insert("name".into(), json!(name));
+    if let Some(ns) = ns {
+        m.insert("namespace".into(), json!(ns));
+    }
+    if let Some(t) = created {
+        m.insert("creationTimestamp".into(), json!(t));
+    }
+    Value::Object(m)
+}
+
+fn peers(u: &mut Unstructured) -> Result<Value> {
+    pick(
+        u,
+        &[
+            json!([{"mtls": {}}]),
+            json!([{"mtls": {"mode": "PERMISSIVE"}}]),
+            json!([]),
+            json!([{}]),
+            json!([{}, {"mtls": {}}]),
+        ],
+    )
+}
+
+fn rule_spec(host: &str, tls: &str) -> Value {
+    json!({
+        "host": host,
+        "trafficPolicy": {
+            "tls": {"mode": tls},
+            "portLevelSettings": [{"port": {"number": 9090}, "tls": {"mode": "DISABLE"}}],
+        },
+        "subsets": [{"name": "v1", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}, {"name": "v2"}],
+    })
+}
+
+fn object(u: &mut Unstructured) -> Result<Value> {
+    let ns = pick(u, &NAMESPACES)?;
+    let t = pick(u, &TIMES)?;
+    Ok(match u.int_in_range(0..=10u8)? {
+        0 => {
+            let mode = pick(
+                u,
+                &[
+                    None,
+                    Some("enforce"),
+                    Some("warn"),
+                    Some("off"),
+                    Some("bogus"),
+                ],
+            )?;
+            let mut m = meta(None, ns, None);
+            if let Some(mode) = mode {
+                m["labels"] = json!({"mtls-guard.io/mode": mode});
+            }
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": m})
+        }
+        1 => {
+            let name = pick(u, &SERVICES)?;
+            let selector = pick(
+                u,
+                &[
+                    json!(null),
+                    json!({"app": "x"}),
+                    json!({"app": "x", "version": "v1"}),
+                    json!({"app": "y"}),
+                    json!({"version": "v1"}),
+                ],
+            )?;
+            let ports = pick(
+                u,
+                &[
+                    json!([{"name": "http", "port": 9080}]),
+                    json!([{"name": "http", "port": 9080}, {"name": "grpc", "port": 9090, "targetPort": 19090}]),
+                    json!([{"name": "http", "port": 9080, "targetPort": "web"}, {"port": 8080}]),
+                ],
+            )?;
+            let mut m = meta(Some(ns), name, None);
+            if u.arbitrary()? {
+                m["annotations"] = json!({"mtls-guard.io/ingress-exposed": "true"});
+            }
+            if u.arbitrary()? {
+                m["labels"] = json!({"istio": "ingressgateway"});
+            }
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": m,
+                   "spec": {"selector": selector, "ports": ports}})
+        }
+        2 => {
+            let name = pick(u, &["default", "p1", "p2"])?;
+            let mut targets = Vec::new();
+            for _ in 0..u.int_in_range(0..=2u8)? {
+                let ports = pick(
+                    u,
+                    &[
+                        json!([]),
+                        json!([{"number": 9090}]),
+                        json!([{"name": "http"}]),
+                    ],
+                )?;
+                targets.push(json!({"name": pick(u, &SERVICES)?, "ports": ports}));
+            }
+            json!({"apiVersion": "authentication.istio.io/v1alpha1", "kind": "Policy",
+                   "metadata": meta(Some(ns), name, t),
+                   "spec": {"targets": targets, "peers": peers(u)?}})
+        }
+        3 => {
+            let name = pick(u, &["default", "other"])?;
+            json!({"apiVersion": "authentication.istio.io/v1alpha1", "kind": "MeshPolicy",
+                   "metadata": meta(None, name, t), "spec": {"peers": peers(u)?}})
+        }
+        4 => {
+            let modes = ["STRICT", "PERMISSIVE", "DISABLE", "UNSET"];
+            let name = pick(u, &["default", "w1", "w2"])?;
+            let selector = pick(
+                u,
+                &[
+                    json!(null),
+                    json!({"matchLabels": {"app": "x"}}),
+                    json!({"matchLabels": {"app": "x", "version": "v1"}}),
+                    json!({"matchLabels": {"version": "v2"}}),
+                ],
+            )?;
+            let mut spec = json!({"mtls": {"mode": pick(u, &modes)?}});
+            if !selector.is_null() {
+                spec["selector"] = selector;
+            }
+            if u.arbitrary()? {
+                let port = pick(u, &["9080", "19090", "bad"])?;
+                spec["portLevelMtls"] = json!({port: {"mode": pick(u, &modes)?}});
+            }
+            json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+                   "metadata": meta(Some(ns), name, t), "spec": spec})
+        }
+        5 => {
+            let name = pick(u, &["i1", "i2"])?;
+            let class = pick(
+                u,
+                &[
+                    None,
+                    Some("istio"),
+                    Some("nginx"),
+                    Some("c1"),
+                    Some("legacy"),
+                ],
+            )?;
+            let mut backends = Vec::new();
+            for s in SERVICES {
+                if u.ratio(1, 3)? {
+                    backends.push(json!({"path": "/", "pathType": "Prefix",
+                        "backend": {"service": {"name": s, "port": {"number": 9080}}}}));
+                }
+            }
+            let mut m = meta(Some(ns), name, t);
+            let mut spec = json!({"rules": [{"http": {"paths": backends}}]});
+            match class {
+                Some("legacy") => m["annotations"] = json!({"kubernetes.io/ingress.class": "c1"}),
+                Some(c) => spec["ingressClassName"] = json!(c),
+                None => {}
+            }
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": m, "spec": spec})
+        }
+        6 => {
+            let mut m = meta(None, pick(u, &["nginx", "c1"])?, None);
+            if u.arbitrary()? {
+                m["annotations"] = json!({"ingressclass.kubernetes.io/is-default-class": "true"});
+            }
+            let controller = pick(u, &["istio.io/ingress-controller", "k8s.io/ingress-nginx"])?;
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+                   "metadata": m, "spec": {"controller": controller}})
+        }
+        7 => {
+            let name = pick(u, &["r1", "r2", "r3"])?;
+            let host = pick(u, &HOSTS)?;
+            let tls = pick(u, &["ISTIO_MUTUAL", "DISABLE"])?;
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                   "metadata": meta(Some(ns), name, t), "spec": rule_spec(host, tls)})
+        }
+        8 => {
+            let name = pick(u, &["envoy", "istio"])?;
+            let controller = pick(
+                u,
+                &[
+                    "istio.io/gateway-controller",
+                    "gateway.envoyproxy.io/gatewayclass-controller",
+                ],
+            )?;
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+                   "metadata": {"name": name}, "spec": {"controllerName": controller}})
+        }
+        9 => {
+            let class = pick(u, &["envoy", "istio"])?;
+            let from = pick(u, &["All", "Same"])?;
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                   "metadata": {"name": "public", "namespace": ns},
+                   "spec": {"gatewayClassName": class, "listeners": [{"name": "http", "port": 80,
+                            "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": from}}}]}})
+        }
+        _ => {
+            let name = pick(u, &["h1", "h2"])?;
+            let gw_ns = pick(u, &NAMESPACES)?;
+            let backend = pick(u, &SERVICES)?;
+            let port = pick(u, &[9080, 9090])?;
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                   "metadata": {"name": name, "namespace": ns},
+                   "spec": {"parentRefs": [{"name": "public", "namespace": gw_ns}],
+                            "rules": [{"backendRefs": [{"name": backend, "port": port}]}]}})
+        }
+    })
+}
+
+type Key = (ObjectKind, String, String);
+
+fn read(v: &Value) -> MeshObject {
+    MeshObject::from_value(v.clone())
+        .expect("generated objects read")
+        .expect("generated objects are of kinds the project reads")
+}
+
+fn key(v: &Value) -> Key {
+    let s = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    (
+        read(v).kind(),
+        s("/metadata/namespace"),
+        s("/metadata/name"),
+    )
+}
+
+/// What the per-event index must agree on with one built from scratch.
+fn compare(events: &Snapshot, objects: &BTreeMap<Key, Value>) {
+    let scratch = Snapshot::from_objects(objects.values().map(read));
+    assert_eq!(events.counts(), scratch.counts());
+    let mut a = events.notes();
+    let mut b = scratch.notes();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    for ns in NAMESPACES.iter().chain(&["c"]) {
+        assert_eq!(events.knows_namespace(ns), scratch.knows_namespace(ns));
+        assert_eq!(events.namespace_mode(ns), scratch.namespace_mode(ns));
+    }
+    let names = |s: &Snapshot| {
+        let mut v: Vec<(Option<String>, Option<String>, String)> = s
+            .rules()
+            .map(|r| {
+                (
+                    r.metadata.namespace.clone(),
+                    r.metadata.name.clone(),
+                    r.spec.host.clone(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(events), names(&scratch));
+    // Every stored rule, and a probe for each host from each namespace.
+    let mut rules: Vec<DestinationRule> = scratch.rules().map(|r| (**r).clone()).collect();
+    for ns in NAMESPACES.iter().chain(&["c"]) {
+        for host in HOSTS {
+            let v = json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+                           "metadata": {"name": "probe", "namespace": ns},
+                           "spec": rule_spec(host, "ISTIO_MUTUAL")});
+            if let MeshObject::DestinationRule(r, _) = read(&v) {
+                rules.push(*r);
+            }
+        }
+    }
+    let settings = [
+        Settings::default(),
+        Settings {
+            auto_mtls: true,
+            ingress_gateway: IngressGateway::Absent,
+            ..Settings::default()
+        },
+    ];
+    for s in &settings {
+        for rule in &rules {
+            let ns = rule.metadata.namespace.as_deref().unwrap_or("default");
+            assert_eq!(
+                judge(events, s, rule, ns),
+                judge(&scratch, s, rule, ns),
+                "{rule:?}"
+            );
+        }
+    }
+}
+
+fn run(u: &mut Unstructured) -> Result<()> {
+    let mut snap = Snapshot::default();
+    let mut objects: BTreeMap<Key, Value> = BTreeMap::new();
+    let mut published: Vec<(Snapshot, BTreeMap<Key, Value>)> = Vec::new();
+    let mut steps = 0;
+    while !u.is_empty() && steps < 64 {
+        steps += 1;
+        match u.int_in_range(0..=16u8)? {
+            0..=9 => {
+                let v = object(u)?;
+                objects.insert(key(&v), v.clone());
+                snap.apply(read(&v));
+            }
+            10..=13 => {
+                // Deletes that object's key (often one that is stored).
+                let (kind, ns, name) = key(&object(u)?);
+                objects.remove(&(kind, ns.clone(), name.clone()));
+                snap.delete(kind, &ns, &name);
+            }
+            14 | 15 => {
+                let kind = pick(u, &KINDS)?;
+                let mut list = Vec::new();
+                for _ in 0..u.int_in_range(0..=7u8)? {
+                    let v = object(u)?;
+                    if key(&v).0 == kind {
+                        list.push(v);
+                    }
+                }
+                objects.retain(|k, _| k.0 != kind);
+                for v in &list {
+                    objects.insert(key(v), v.clone());
+                }
+                snap.reset(kind, list.iter().map(read).collect());
+            }
+            _ => published.push((snap.clone(), objects.clone())),
+        }
+    }
+    compare(&snap, &objects);
+    for (snap, objects) in &published {
+        compare(snap, objects);
+    }
+    Ok(())
+}
+
+fuzz_target!(|data: &[u8]| {
+    let _ = run(&mut Unstructured::new(data));
+});
