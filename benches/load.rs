@@ -17,7 +17,7 @@
 //! - `events`: `/validate` while watch events are applied to the index and a snapshot
 //!   published after each (as the cluster source does), against the same load without
 //!   them, alternately, on one server judging against Bookinfo plus the decision
-//!   bench's world (benches/world, 346,000 objects).
+//!   bench's world (benches/world, 246,009 objects).
 //!
 //! Environment:
 //! - `MTLS_GUARD_BENCH_SECS`: seconds per run (default 2),
@@ -502,7 +502,7 @@ async fn table(duration: Duration, concurrencies: Vec<usize>) {
     }
 }
 
-/// Bookinfo and the decision bench's world (10,000 namespaces, 346,000 objects).
+/// Bookinfo and the decision bench's world (10,000 namespaces, 246,009 objects).
 fn world() -> Snapshot {
     let mut objects = support::bookinfo_objects();
     objects.extend(world::mesh_objects());
