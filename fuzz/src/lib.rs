@@ -79,8 +79,13 @@ pub fn check_review(snapshot: &Snapshot, settings: &Settings, body: &[u8]) {
         .decode(encoded.as_str().expect("patch is a string"))
         .expect("patch is base64");
     let patch: json_patch::Patch = serde_json::from_slice(&bytes).expect("patch is a JSON Patch");
-    // Only a body that reads as JSON can have been patched.
-    let mut request: Value = serde_json::from_slice(body).expect("a patched body is JSON");
+    // The review reads only the fields it needs, so bytes that are not UTF-8 in a
+    // field it skips (managedFields, say) do not stop it; they cannot be in what it
+    // judged. Replaced, they let the body be read whole to apply the patch.
+    let Ok(mut request) = serde_json::from_str::<Value>(&String::from_utf8_lossy(body)) else {
+        // Not JSON even so (a lone surrogate escape in a skipped field): no object to patch.
+        return;
+    };
     let object = request
         .pointer_mut("/request/object")
         .expect("a patched review has an object");
