@@ -176,19 +176,7 @@ fn replacement_note(key: &Identity, origin: &Origin, previous: &Origin) -> Strin
 type Identity = (ObjectKind, String, String);
 
 fn identity(object: &MeshObject) -> Option<Identity> {
-    let meta = match object {
-        MeshObject::Policy(p) | MeshObject::MeshPolicy(p) => &p.metadata,
-        MeshObject::PeerAuthentication(pa) => &pa.metadata,
-        MeshObject::DestinationRule(dr, _) => &dr.metadata,
-        MeshObject::Service(s) => &s.metadata,
-        MeshObject::Ingress(i) => &i.metadata,
-        MeshObject::IngressClass(c) => &c.metadata,
-        MeshObject::Namespace(n) => &n.metadata,
-        MeshObject::Route(_, r) => &r.metadata,
-        MeshObject::Gateway(g) => &g.metadata,
-        MeshObject::GatewayClass(c) => &c.metadata,
-        MeshObject::ReferenceGrant(g) => &g.metadata,
-    };
+    let meta = object.metadata();
     let name = meta.name.clone().filter(|n| !n.is_empty())?;
     Some((
         object.kind(),

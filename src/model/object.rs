@@ -4,6 +4,7 @@ use super::gateway::{Gateway, GatewayClass, ReferenceGrant, Route, RouteKind};
 use super::{AuthPolicy, DestinationRule, ObjectKind, PeerAuthentication};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -40,6 +41,23 @@ pub enum ModelError {
 }
 
 impl MeshObject {
+    /// The object's metadata, whatever its kind.
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            MeshObject::Policy(p) | MeshObject::MeshPolicy(p) => &p.metadata,
+            MeshObject::PeerAuthentication(p) => &p.metadata,
+            MeshObject::DestinationRule(r, _) => &r.metadata,
+            MeshObject::Service(s) => &s.metadata,
+            MeshObject::Ingress(i) => &i.metadata,
+            MeshObject::IngressClass(c) => &c.metadata,
+            MeshObject::Namespace(n) => &n.metadata,
+            MeshObject::Route(_, r) => &r.metadata,
+            MeshObject::Gateway(g) => &g.metadata,
+            MeshObject::GatewayClass(c) => &c.metadata,
+            MeshObject::ReferenceGrant(g) => &g.metadata,
+        }
+    }
+
     /// Reads one object; `Ok(None)` for a kind the contract does not read.
     pub fn from_value(value: Value) -> Result<Option<MeshObject>, ModelError> {
         let api_version = value.get("apiVersion").and_then(Value::as_str);

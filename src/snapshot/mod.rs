@@ -27,7 +27,6 @@ use crate::model::{DestinationRule, MeshObject, ObjectKind, ObjectRef};
 pub(crate) use entries::age_cmp;
 use entries::{mesh_policy_notes, ClassEntry, Classes, IngressEntry, StoredPolicy};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use rules::{host_candidate, RuleTargets};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -73,25 +72,9 @@ fn ns_mut<'a>(
     Arc::make_mut(ns)
 }
 
-fn metadata(obj: &MeshObject) -> &ObjectMeta {
-    match obj {
-        MeshObject::Policy(p) | MeshObject::MeshPolicy(p) => &p.metadata,
-        MeshObject::PeerAuthentication(p) => &p.metadata,
-        MeshObject::DestinationRule(r, _) => &r.metadata,
-        MeshObject::Service(s) => &s.metadata,
-        MeshObject::Ingress(i) => &i.metadata,
-        MeshObject::IngressClass(c) => &c.metadata,
-        MeshObject::Namespace(n) => &n.metadata,
-        MeshObject::Route(_, r) => &r.metadata,
-        MeshObject::Gateway(g) => &g.metadata,
-        MeshObject::GatewayClass(c) => &c.metadata,
-        MeshObject::ReferenceGrant(g) => &g.metadata,
-    }
-}
-
 /// `(namespace, name)` as [`Snapshot::delete`] takes them (cluster-scoped: empty namespace).
 fn object_key(obj: &MeshObject) -> (String, String) {
-    let meta = metadata(obj);
+    let meta = obj.metadata();
     (
         meta.namespace.clone().unwrap_or_default(),
         meta.name.clone().unwrap_or_default(),
