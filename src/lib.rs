@@ -1,7 +1,8 @@
 //! mtls-guard: keeps Istio DestinationRule TLS consistent with the mesh's mTLS
 //! policies, at admission time.
 //!
-//! The pure core ([`snapshot`], [`decision`], [`enforcement`], [`patch`], [`admission`])
+//! The pure core ([`snapshot`], [`decision`], [`enforcement`], [`patch`], [`admission`],
+//! the planning of [`reconcile`])
 //! does no I/O; the edges ([`loader`], [`check`], [`source`], [`server`], [`certs`]) stay thin
 //! around it, and [`cli`] turns the command line into their plain options.
 //!
@@ -18,6 +19,7 @@ pub mod gateway;
 pub mod loader;
 pub mod model;
 pub mod patch;
+pub mod reconcile;
 pub mod server;
 pub mod settings;
 pub mod snapshot;

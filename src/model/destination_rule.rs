@@ -11,8 +11,9 @@ use serde_json::Value;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct DestinationRule {
-    /// Only `name`, `namespace` and `creationTimestamp` are read: the rest
-    /// (`managedFields` above all) would cost more than the whole decision.
+    /// Only `name`, `namespace`, `creationTimestamp` and `resourceVersion` (which the
+    /// stored-rule reconciler's patch tests) are read: the rest (`managedFields` above
+    /// all) would cost more than the whole decision.
     #[serde(default, deserialize_with = "identity")]
     pub metadata: ObjectMeta,
     #[serde(default, deserialize_with = "null_default")]
@@ -160,12 +161,15 @@ fn identity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Err
         namespace: Option<String>,
         #[serde(default)]
         creation_timestamp: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+        #[serde(default)]
+        resource_version: Option<String>,
     }
     let id = Option::<Identity>::deserialize(d)?.unwrap_or_default();
     Ok(ObjectMeta {
         name: id.name,
         namespace: id.namespace,
         creation_timestamp: id.creation_timestamp,
+        resource_version: id.resource_version,
         ..ObjectMeta::default()
     })
 }

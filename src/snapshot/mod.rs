@@ -434,6 +434,11 @@ impl Snapshot {
         self.namespaces.get(name).map(|ns| &**ns)
     }
 
+    /// Every known namespace, in no particular order.
+    pub fn namespaces(&self) -> impl Iterator<Item = (&str, &NamespaceIndex)> {
+        self.namespaces.iter().map(|(n, ns)| (&**n, &**ns))
+    }
+
     /// A namespace is known when a Namespace object or any object in it is stored.
     pub fn knows_namespace(&self, name: &str) -> bool {
         self.namespaces.contains_key(name)

@@ -1,0 +1,72 @@
+//! The opt-in reconcilers of contract section 9: what should change in the
+//! cluster so that stored objects keep in step with the snapshot.
+//!
+//! Planning is pure (a snapshot, the settings and the objects mtls-guard already
+//! manages in, a [`Plan`] out): [`exemption`] plans the server-side exemptions,
+//! [`rules`] the patches of stored DestinationRules. The cluster I/O (Lease,
+//! writes, Events, metrics) lives beside it and only carries a plan out.
+
+pub mod exemption;
+pub mod rules;
+
+pub use exemption::{
+    plan_exemptions, ExemptionAction, ExemptionApi, ExemptionPlan, Managed, Notice, NoticeReason,
+    WantedExemption, MANAGED_BY, MANAGED_BY_LABEL, NAME_PREFIX,
+};
+pub use rules::{plan_rules, RulePatch, RulePlan};
+
+use crate::model::MeshObject;
+use crate::settings::Settings;
+use crate::snapshot::Snapshot;
+
+/// Which reconcilers run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconcilers {
+    /// `--reconcile-exemptions`, with the API the cluster serves for them
+    /// (`None`: off, or neither PeerAuthentication nor Policy is served).
+    pub exemptions: Option<ExemptionApi>,
+    /// `--reconcile-rules`.
+    pub rules: bool,
+}
+
+/// Everything one pass would do.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub exemptions: ExemptionPlan,
+    pub rules: RulePlan,
+}
+
+/// Plans one pass of the reconcilers that are on. `managed` holds the exemption
+/// objects mtls-guard manages in the cluster (labelled [`MANAGED_BY_LABEL`]).
+///
+/// Rules are judged against the snapshot as it will be once the exemptions are
+/// in place: a rule towards a service whose PERMISSIVE exemption is about to be
+/// written may keep `ISTIO_MUTUAL` (section 5), and must not be downgraded first.
+pub fn plan(
+    snapshot: &Snapshot,
+    settings: &Settings,
+    reconcilers: &Reconcilers,
+    managed: &[Managed],
+) -> Plan {
+    let mut out = Plan::default();
+    let mut after = None;
+    if let Some(api) = &reconcilers.exemptions {
+        let (exemptions, without_managed) = exemption::plan(snapshot, settings, api, managed);
+        if reconcilers.rules {
+            let mut next = without_managed;
+            for wanted in &exemptions.wanted {
+                if let Ok(Some(object)) = MeshObject::from_value(wanted.manifest.clone()) {
+                    next.apply(object);
+                }
+            }
+            after = Some(next);
+        }
+        out.exemptions = exemptions;
+    }
+    if reconcilers.rules {
+        out.rules = plan_rules(after.as_ref().unwrap_or(snapshot), settings);
+    }
+    out
+}
+#[cfg(test)]
+mod tests;
