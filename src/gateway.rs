@@ -203,6 +203,28 @@ impl GatewayIndex {
             .map_or(&[], Vec::as_slice)
     }
 
+    /// The services (namespace, name) whose routes and Gateways differ between this
+    /// index and `other`, sorted: those a change to a Gateway API object can affect
+    /// (contract section 8).
+    pub fn changed_services(&self, other: &GatewayIndex) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut diff = |a: &GatewayIndex, b: &GatewayIndex| {
+            for (ns, services) in &a.backends {
+                let theirs = b.backends.get(ns);
+                for (name, ports) in services {
+                    if theirs.and_then(|t| t.get(name)) != Some(ports) {
+                        out.push((ns.clone(), name.clone()));
+                    }
+                }
+            }
+        };
+        diff(self, other);
+        diff(other, self);
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Number of (namespace, service, port) reached through some Gateway.
     pub fn backend_ports(&self) -> usize {
         self.backends

@@ -43,6 +43,10 @@ pub struct Settings {
     /// GatewayClass controllers that belong to the mesh besides Istio's `istio.io/*`
     /// (`--mesh-gateway-controller`, e.g. OpenShift's): their Gateways exempt nothing.
     pub mesh_gateway_controllers: Vec<String>,
+    /// Deny a change to a policy, Service or ingress that breaks a DestinationRule in an
+    /// `enforce` namespace (`--deny-breaking-changes`; contract section 8). Off: such
+    /// changes are allowed with a warning.
+    pub deny_breaking_changes: bool,
 }
 
 impl Default for Settings {
@@ -55,6 +59,7 @@ impl Default for Settings {
             ingress_services: Vec::new(),
             mode: Mode::Enforce,
             mesh_gateway_controllers: Vec::new(),
+            deny_breaking_changes: false,
         }
     }
 }

@@ -329,8 +329,15 @@ fn check_webhook_settings(
     check_namespace_selector(variant, name, selector);
 }
 
-/// The selector leaves out kube-system, the Istio namespace, mtls-guard's own
-/// namespace (where the Deployment runs) and namespaces labelled mode=off; nothing else.
+/// The webhook for changes to the other side (contract section 8).
+const CHANGES_WEBHOOK: &str = "mesh-changes.validate.mtls-guard.io";
+
+/// The DestinationRule webhooks' selector leaves out kube-system, the Istio namespace,
+/// mtls-guard's own namespace (where the Deployment runs) and namespaces labelled
+/// mode=off; nothing else. The changes webhook's leaves out kube-system only: the
+/// Istio (root) namespace holds the mesh-level PeerAuthentications, mtls-guard's own
+/// Service is a webhook backend (section 8's STRICT warning), and a change in an `off`
+/// namespace can break rules elsewhere (each rule follows its own namespace's mode).
 fn check_namespace_selector(variant: &str, name: &str, selector: Option<&LabelSelector>) {
     let selector = selector.unwrap_or_else(|| panic!("{variant}: {name}: no namespaceSelector"));
     assert!(
@@ -344,19 +351,26 @@ fn check_namespace_selector(variant: &str, name: &str, selector: Option<&LabelSe
         .map(|e| (e.key.clone(), (e.operator.clone(), strings(&e.values))))
         .collect();
     let root = mtls_guard::settings::Settings::default().root_namespace;
-    let expected = BTreeMap::from([
-        (
+    let expected = if name == CHANGES_WEBHOOK {
+        BTreeMap::from([(
             "kubernetes.io/metadata.name".to_string(),
+            ("NotIn".to_string(), set(["kube-system"])),
+        )])
+    } else {
+        BTreeMap::from([
             (
-                "NotIn".to_string(),
-                set(["kube-system", root.as_str(), NAMESPACE]),
+                "kubernetes.io/metadata.name".to_string(),
+                (
+                    "NotIn".to_string(),
+                    set(["kube-system", root.as_str(), NAMESPACE]),
+                ),
             ),
-        ),
-        (
-            mtls_guard::enforcement::MODE_LABEL.to_string(),
-            ("NotIn".to_string(), set(["off"])),
-        ),
-    ]);
+            (
+                mtls_guard::enforcement::MODE_LABEL.to_string(),
+                ("NotIn".to_string(), set(["off"])),
+            ),
+        ])
+    };
     assert_eq!(
         expressions, expected,
         "{variant}: {name}: namespaceSelector"
@@ -550,6 +564,7 @@ fn validating_webhooks_judge_rules_and_changes_to_the_other_side() {
         // Section 8: every kind whose change can break a rule, on CREATE, UPDATE and
         // DELETE, in every version the code reads; nothing else.
         let changes = &hooks[1];
+        assert_eq!(changes.name, CHANGES_WEBHOOK, "{v}");
         let rules = rule_map(
             v,
             &changes.name,
@@ -1349,13 +1364,14 @@ fn readme_quotes_what_the_webhooks_answer_in_the_tutorial() {
             "a warning the README does not show:\n{w}"
         );
     }
+    let changes = changes_warnings(&lines);
     let readme_warnings = readme
         .lines()
         .filter(|l| l.starts_with("Warning: "))
         .count();
     assert_eq!(
         readme_warnings,
-        shown.len(),
+        shown.len() + changes.len(),
         "the README shows other warnings"
     );
 
@@ -1371,10 +1387,127 @@ fn readme_quotes_what_the_webhooks_answer_in_the_tutorial() {
     let Some(all) = renderings() else { return };
     let config: ValidatingWebhookConfiguration =
         all.default.one("ValidatingWebhookConfiguration", NAME);
-    let webhook = &config.webhooks.unwrap()[0].name;
+    let hooks = config.webhooks.unwrap_or_default();
+    let webhook = &hooks[0].name;
     let shown = format!("admission webhook \"{webhook}\" denied the request: {message}");
     assert!(
         readme.contains(&format!("\n{shown}\n")),
         "deploy/README.md does not show the denial:\n{shown}"
     );
+    // Section 8 with --deny-breaking-changes: the same text, from the changes webhook.
+    let changes_hook = &hooks[1].name;
+    assert_eq!(changes_hook, CHANGES_WEBHOOK);
+    let message = changes[0].strip_prefix("mtls-guard: ").unwrap();
+    let shown = format!(
+        "Error from server (Forbidden): admission webhook \"{changes_hook}\" denied the request: {message}"
+    );
+    assert!(
+        lines.contains(shown.as_str()),
+        "deploy/README.md does not show the denial:\n{shown}"
+    );
+}
+
+/// The README's section 8 walk: the tutorial as it stands after its steps (the
+/// exemption applied, productpage's rule stored patched to DISABLE), then the Ingress
+/// and the exemption deleted in that order, as `kubectl delete -f a -f b` does. The
+/// deletes are reviews in the shape of the captured DELETE 29. Returns the warnings,
+/// each of which the README shows; the last delete is denied under
+/// --deny-breaking-changes with the same text.
+fn changes_warnings(lines: &BTreeSet<&str>) -> Vec<String> {
+    use mtls_guard::admission::Endpoint;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut loaded = mtls_guard::loader::load_paths(&[
+        root.join("examples/bookinfo"),
+        root.join("examples/bookinfo-exemption"),
+    ])
+    .unwrap();
+    let mut patched = None;
+    for obj in &mut loaded.objects {
+        if let mtls_guard::model::MeshObject::DestinationRule(_, raw) = obj {
+            if raw["metadata"]["name"] == "productpage" {
+                raw["spec"]["trafficPolicy"]["tls"]["mode"] = "DISABLE".into();
+                patched = Some(raw.clone());
+            }
+        }
+    }
+    loaded.objects.push(
+        mtls_guard::model::MeshObject::from_value(patched.unwrap())
+            .unwrap()
+            .unwrap(),
+    );
+    let mut snapshot = mtls_guard::snapshot::Snapshot::from_objects(loaded.objects);
+    let settings = mtls_guard::settings::Settings {
+        auto_mtls: true,
+        ..Default::default()
+    };
+    let capture: Value =
+        serde_json::from_slice(
+            &std::fs::read(root.join(
+                "tests/fixtures/admission/29-delete-destinationrule-details-v1-validating.json",
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+    let mut out = Vec::new();
+    for (file, group, plural) in [
+        (
+            "examples/bookinfo/ingress.yaml",
+            "networking.k8s.io",
+            "ingresses",
+        ),
+        (
+            "examples/bookinfo-exemption/disable-mtls-productpage.yaml",
+            "authentication.istio.io",
+            "policies",
+        ),
+    ] {
+        let old: Value =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(root.join(file)).unwrap()).unwrap();
+        let (_, version) = old["apiVersion"]
+            .as_str()
+            .unwrap()
+            .rsplit_once('/')
+            .unwrap();
+        let mut body = capture.clone();
+        let r = &mut body["request"];
+        for key in ["kind", "requestKind"] {
+            r[key] = serde_json::json!({"group": group, "version": version, "kind": old["kind"]});
+        }
+        for key in ["resource", "requestResource"] {
+            r[key] = serde_json::json!({"group": group, "version": version, "resource": plural});
+        }
+        r["name"] = old["metadata"]["name"].clone();
+        r["oldObject"] = old.clone();
+        let body = serde_json::to_vec(&body).unwrap();
+        let response = answer(&snapshot, &settings, Endpoint::Validate, &body);
+        assert_eq!(response["allowed"], true);
+        let warnings = warnings_of(&response);
+        for w in &warnings {
+            assert!(
+                lines.contains(format!("Warning: {w}").as_str()),
+                "deploy/README.md does not show the warning:\n{w}"
+            );
+        }
+        let deny = mtls_guard::settings::Settings {
+            deny_breaking_changes: true,
+            ..settings.clone()
+        };
+        let denied = answer(&snapshot, &deny, Endpoint::Validate, &body);
+        assert_eq!(denied["allowed"], warnings.is_empty(), "{denied}");
+        if !warnings.is_empty() {
+            assert_eq!(
+                denied["status"]["message"].as_str(),
+                warnings[0].strip_prefix("mtls-guard: ")
+            );
+        }
+        out.extend(warnings);
+        let kind = mtls_guard::model::ObjectKind::named(old["kind"].as_str().unwrap()).unwrap();
+        snapshot.delete(kind, "bookinfo", old["metadata"]["name"].as_str().unwrap());
+    }
+    assert_eq!(
+        out.len(),
+        1,
+        "only the second delete breaks the rule: {out:?}"
+    );
+    out
 }

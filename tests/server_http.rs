@@ -964,3 +964,59 @@ async fn too_large_body_over_http2_gets_a_readable_413() {
     assert_eq!(status, 200, "{answer}");
     server.handle.stop().await;
 }
+
+/// Contract section 8 over HTTPS: the captured CREATE of a STRICT PeerAuthentication
+/// (31) in the tutorial without its Policy, where reviews' rule says DISABLE, is
+/// allowed by `/validate` with the warning naming the rule it breaks, denied with the
+/// same text under --deny-breaking-changes, and passed silently by `/mutate`.
+#[tokio::test]
+async fn changes_to_policies_are_reviewed_against_the_stored_rules() {
+    let mut objects: Vec<_> = bookinfo_objects()
+        .into_iter()
+        .filter(|o| o.kind() != mtls_guard::model::ObjectKind::Policy)
+        .collect();
+    let rule = serde_json::json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+        "metadata": {"name": "reviews", "namespace": "bookinfo"},
+        "spec": {"host": "reviews", "trafficPolicy": {"tls": {"mode": "DISABLE"}}},
+    });
+    objects.push(
+        mtls_guard::model::MeshObject::from_value(rule)
+            .unwrap()
+            .unwrap(),
+    );
+    let expected = "mtls-guard: PeerAuthentication bookinfo/default (STRICT) breaks 1 DestinationRule: bookinfo/reviews port 9080 (tls DISABLE, needs ISTIO_MUTUAL)";
+
+    let server = TestServer::start(SnapshotSource::Objects(objects.clone())).await;
+    let client = server.client();
+    let (status, answer) = post(&client, &server.url("/validate"), review_body("31")).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    assert_eq!(
+        answer["response"]["warnings"],
+        serde_json::json!([expected])
+    );
+    let (_, answer) = post(&client, &server.url("/mutate"), review_body("30")).await;
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"].get("warnings").is_none(), "{answer}");
+    assert!(answer["response"].get("patch").is_none(), "{answer}");
+    server.handle.stop().await;
+
+    let server = TestServer::start_with(SnapshotSource::Objects(objects), |c| {
+        c.settings.deny_breaking_changes = true;
+    })
+    .await;
+    let client = server.client();
+    let (status, answer) = post(&client, &server.url("/validate"), review_body("31")).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    assert_eq!(answer["response"]["status"]["code"], 403);
+    assert_eq!(
+        message_of(&answer).as_deref(),
+        expected.strip_prefix("mtls-guard: ")
+    );
+    let text = server.handle.metrics_text();
+    let denied = "mtls_guard_reviews_total{endpoint=\"validate\",verdict=\"denied\",kind=\"PeerAuthentication\"}";
+    assert_eq!(metric_value(&text, denied), Some(1.0), "{text}");
+    server.handle.stop().await;
+}

@@ -4,13 +4,14 @@
 mod request;
 
 use crate::decision::policy_object::{auth_policy_warnings, peer_authentication_warnings};
-use crate::decision::{judge, Outcome, Verdict, Warning};
+use crate::decision::{judge, review_change, Change, Outcome, Verdict};
 use crate::enforcement::{self, Mode};
-use crate::model::{AuthPolicy, DestinationRule, ObjectKind, ObjectRef, PeerAuthentication};
+use crate::model::{AuthPolicy, DestinationRule, MeshObject, ObjectKind, PeerAuthentication};
 use crate::patch;
 use crate::settings::Settings;
 use crate::snapshot::Snapshot;
 use base64::Engine;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::admission::Operation;
 use kube::core::Status;
 use request::{ObjectIn, RequestIn};
@@ -264,97 +265,165 @@ fn answer(
     endpoint: Endpoint,
     request: &RequestIn,
 ) -> Answer {
+    let group = request.kind.group.as_str();
+    let kind = request.kind.kind.as_str();
+    let object_kind = ObjectKind::of_group_kind(group, kind);
+    if let Some(k) = object_kind.filter(|k| k.info().changes_reviewed) {
+        return other_side(snapshot, settings, endpoint, request, k);
+    }
     if !matches!(request.operation, Operation::Create | Operation::Update) {
         return Answer::allow();
     }
-    let group = request.kind.group.as_str();
-    let kind = request.kind.kind.as_str();
     let namespace = request.namespace.as_deref().unwrap_or("default");
-    // A cluster-scoped object (a MeshPolicy) has no namespace label: the global mode.
-    let mode = match request.namespace.as_deref() {
+    let mode = enforcement::mode_for(snapshot, settings, namespace);
+    if !mode.judges() || object_kind != Some(ObjectKind::DestinationRule) {
+        return Answer::allow();
+    }
+    let rule = match &request.object {
+        ObjectIn::Rule(rule) => std::borrow::Cow::Borrowed(&**rule),
+        // A raw object is one the fast path did not type: type it here, or say why not.
+        ObjectIn::Raw(raw) => match serde_json::from_str::<DestinationRule>(raw.get()) {
+            Ok(r) => std::borrow::Cow::Owned(r),
+            Err(e) => {
+                let message = format!("DestinationRule {namespace}/{}: {e}", request.name);
+                return Answer::unjudged(endpoint, mode, message);
+            }
+        },
+        ObjectIn::Absent => {
+            return Answer::unreadable(format!("{kind} {} has no object", request.name))
+        }
+        _ => return Answer::allow(),
+    };
+    let verdict = judge(snapshot, settings, &rule, namespace);
+    destination_rule(settings, endpoint, mode, &verdict, &rule)
+}
+
+/// A change to the other side of the pair (contract section 8): allowed, with the
+/// rules it breaks or leaves behind (denied with `--deny-breaking-changes` when it
+/// breaks one in `enforce`), and the warnings about the object itself. Only the
+/// validating webhook speaks: the mutating one allows these untouched and silent.
+fn other_side(
+    snapshot: &Snapshot,
+    settings: &Settings,
+    endpoint: Endpoint,
+    request: &RequestIn,
+    kind: ObjectKind,
+) -> Answer {
+    if endpoint == Endpoint::Mutate {
+        return Answer::allow();
+    }
+    // A cluster-scoped object has no namespace label: the global mode.
+    let object_mode = match request.namespace.as_deref() {
         Some(ns) => enforcement::mode_for(snapshot, settings, ns),
         None => settings.mode,
     };
-    if !mode.judges() {
-        return Answer::allow();
-    }
-    // A raw object is one the fast path did not type: type it here, or say why not.
-    let typed;
-    let object = match &request.object {
-        ObjectIn::Raw(raw) => {
-            typed = match ObjectKind::of_group_kind(group, kind) {
-                Some(ObjectKind::DestinationRule) => {
-                    match serde_json::from_str::<DestinationRule>(raw.get()) {
-                        Ok(r) => ObjectIn::Rule(Box::new(r)),
-                        Err(e) => {
-                            let message =
-                                format!("DestinationRule {namespace}/{}: {e}", request.name);
-                            return Answer::unjudged(endpoint, mode, message);
-                        }
-                    }
+    let namespace = request.namespace.as_deref().unwrap_or_default();
+    let change = match request.operation {
+        Operation::Create | Operation::Update => {
+            match mesh_object(kind, &request.object, namespace, &request.name) {
+                Ok(Some(obj)) => Change::Apply(obj),
+                Ok(None) => {
+                    return Answer::unreadable(format!("{kind} {} has no object", request.name))
                 }
-                Some(ObjectKind::Policy | ObjectKind::MeshPolicy) => {
-                    match serde_json::from_str::<AuthPolicy>(raw.get()) {
-                        Ok(p) => ObjectIn::Policy(Box::new(p)),
-                        Err(_) => ObjectIn::Other,
-                    }
-                }
-                Some(ObjectKind::PeerAuthentication) => {
-                    match serde_json::from_str::<PeerAuthentication>(raw.get()) {
-                        Ok(p) => ObjectIn::PeerAuthentication(Box::new(p)),
-                        Err(_) => ObjectIn::Other,
-                    }
-                }
-                _ => ObjectIn::Other,
-            };
-            &typed
+                Err(e) => return not_judged(format!("{kind} {}: {e}", request.name)),
+            }
         }
-        other => other,
+        Operation::Delete => Change::Delete {
+            kind,
+            namespace: namespace.to_string(),
+            name: request.name.to_string(),
+            // Without the old object the change is still reviewed; only its label
+            // lacks the mode.
+            old: mesh_object(kind, &request.old_object, namespace, &request.name)
+                .ok()
+                .flatten(),
+        },
+        Operation::Connect => return Answer::allow(),
     };
-    if let ObjectIn::Absent = object {
-        return Answer::unreadable(format!("{kind} {} has no object", request.name));
-    }
-    match object {
-        ObjectIn::Rule(rule) => {
-            let verdict = judge(snapshot, settings, rule, namespace);
-            destination_rule(settings, endpoint, mode, &verdict, rule)
-        }
-        // Section 8: policy objects are allowed, with a word about what Istio ignores or
-        // reads otherwise; only the validating webhook speaks (the mutating one is silent).
-        ObjectIn::Policy(_) | ObjectIn::PeerAuthentication(_) if endpoint == Endpoint::Mutate => {
-            Answer::allow()
-        }
-        ObjectIn::Policy(p) => {
-            let Some(object_kind) = ObjectKind::of_group_kind(group, kind) else {
-                return Answer::allow();
+    let mut answer = Answer::allow();
+    if object_mode.judges() {
+        if let Change::Apply(obj) = &change {
+            let object = change.object();
+            let warnings = match obj {
+                MeshObject::Policy(p) | MeshObject::MeshPolicy(p) => {
+                    auth_policy_warnings(&object, &p.spec)
+                }
+                MeshObject::PeerAuthentication(pa) => {
+                    peer_authentication_warnings(&object, &pa.spec)
+                }
+                _ => Vec::new(),
             };
-            let object = policy_ref(object_kind, request);
-            policy_warnings(auth_policy_warnings(&object, &p.spec))
+            answer.warnings.extend(
+                warnings
+                    .into_iter()
+                    .map(|w| format!("mtls-guard: {}", w.message)),
+            );
+        }
+    }
+    let review = review_change(snapshot, settings, &change);
+    if let Some(message) = review.message() {
+        if review.denied(settings) {
+            answer.denied = Some(status(403, message));
+        } else {
+            answer.warnings.push(format!("mtls-guard: {message}"));
+        }
+    }
+    answer
+}
+
+/// A change that could not be read into its typed view: allowed (this webhook only
+/// warns, and the API server has validated the object), with a warning.
+fn not_judged(message: String) -> Answer {
+    Answer {
+        warnings: vec![format!("mtls-guard: not judged: {message}")],
+        unreadable: true,
+        ..Answer::default()
+    }
+}
+
+/// The request's object (or old object) of a reviewed kind, typed; `Ok(None)` when absent.
+/// A namespaced object without a namespace or name takes the request's.
+fn mesh_object(
+    kind: ObjectKind,
+    object: &ObjectIn,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<MeshObject>, serde_json::Error> {
+    let fill = |meta: &mut ObjectMeta| {
+        if kind.info().namespaced && meta.namespace.as_deref().is_none_or(str::is_empty) {
+            meta.namespace = Some(namespace.to_string());
+        }
+        if meta.name.as_deref().is_none_or(str::is_empty) {
+            meta.name = Some(name.to_string());
+        }
+    };
+    let obj = match object {
+        ObjectIn::Absent | ObjectIn::Rule(_) | ObjectIn::Other => return Ok(None),
+        ObjectIn::Policy(p) => {
+            let mut p = AuthPolicy::clone(p);
+            fill(&mut p.metadata);
+            if kind == ObjectKind::MeshPolicy {
+                MeshObject::MeshPolicy(p)
+            } else {
+                MeshObject::Policy(p)
+            }
         }
         ObjectIn::PeerAuthentication(pa) => {
-            let object = policy_ref(ObjectKind::PeerAuthentication, request);
-            policy_warnings(peer_authentication_warnings(&object, &pa.spec))
+            let mut pa = PeerAuthentication::clone(pa);
+            fill(&mut pa.metadata);
+            MeshObject::PeerAuthentication(pa)
         }
-        _ => Answer::allow(),
-    }
-}
-
-/// The object of a request, as warnings name it.
-fn policy_ref(kind: ObjectKind, request: &RequestIn) -> ObjectRef {
-    ObjectRef {
-        kind,
-        namespace: request.namespace.as_deref().unwrap_or_default().to_string(),
-        name: request.name.to_string(),
-    }
-}
-
-fn policy_warnings(warnings: Vec<Warning>) -> Answer {
-    Answer::with_warnings(
-        warnings
-            .into_iter()
-            .map(|w| format!("mtls-guard: {}", w.message))
-            .collect(),
-    )
+        ObjectIn::Raw(raw) => {
+            let mut value: Value = serde_json::from_str(raw.get())?;
+            if let Some(meta) = value.get_mut("metadata") {
+                let mut typed: ObjectMeta = serde_json::from_value(meta.take())?;
+                fill(&mut typed);
+                *meta = serde_json::to_value(typed)?;
+            }
+            (kind.info().read)(value)?
+        }
+    };
+    Ok(Some(obj))
 }
 
 /// The answer for a judged DestinationRule in a mode that judges (`enforce` or `warn`).

@@ -113,6 +113,7 @@ impl From<SettingsArgs> for Settings {
             ingress_services: a.ingress_services,
             mode: a.mode,
             mesh_gateway_controllers: a.mesh_gateway_controllers,
+            deny_breaking_changes: false,
         }
     }
 }

@@ -3,6 +3,7 @@
 use super::SettingsArgs;
 use crate::certs::{DEFAULT_NAMESPACE, DEFAULT_SERVICE};
 use crate::server::{parse_duration_arg, ConnLimits, LogFormat, ReviewLog, ServeOptions, TlsFiles};
+use crate::settings::Settings;
 use crate::source::Unsynced;
 use clap::builder::PossibleValue;
 use std::net::SocketAddr;
@@ -99,6 +100,11 @@ pub struct ServeArgs {
     pub watch_grace_period: Duration,
     #[command(flatten)]
     pub settings: SettingsArgs,
+    /// Deny a change to a policy, Service, ingress or Gateway API object that breaks a
+    /// DestinationRule in a namespace in mode enforce (by default such a change is
+    /// allowed, with a warning naming the rules it breaks).
+    #[arg(long, env = "MTLS_GUARD_DENY_BREAKING_CHANGES")]
+    pub deny_breaking_changes: bool,
     /// Log format: text or json (one JSON object per line).
     #[arg(long, default_value = "text", env = "MTLS_GUARD_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -155,7 +161,10 @@ impl From<ServeArgs> for ServeOptions {
             service_namespace: a.service_namespace,
             policies: a.policies,
             mesh_overrides: a.settings.mesh_overrides(),
-            settings: a.settings.into(),
+            settings: Settings {
+                deny_breaking_changes: a.deny_breaking_changes,
+                ..a.settings.into()
+            },
             kubeconfig: a.kubeconfig,
             context: a.context,
             istio_namespace: a.istio_namespace,

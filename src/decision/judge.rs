@@ -32,7 +32,6 @@ pub fn judge(
         invalid_modes: invalid_modes(spec),
     };
     let mut warnings = Vec::new();
-    let root = settings.root_namespace.as_str();
     warnings.extend(super::shadow::older_rule_warning(
         snapshot,
         rule,
@@ -41,91 +40,11 @@ pub fn judge(
         &settings.cluster_domain,
     ));
 
-    // Each port's server side and exemption, computed once for all subsets.
-    let mut ports: Vec<(PortScope, ServerDecision, Option<Exemption>)> = Vec::new();
-    match &target {
-        HostTarget::OutOfScope => {
-            verdict.warnings = warnings;
-            return verdict;
-        }
-        HostTarget::Service {
-            namespace: ns,
-            name,
-            known,
-        } => {
-            let entry = snapshot.service(ns, name);
-            let scopes = match entry {
-                Some(svc) => svc
-                    .ports
-                    .iter()
-                    .map(|p| PortScope::Port {
-                        number: p.port,
-                        name: p.name.clone(),
-                    })
-                    .collect(),
-                None => named_ports(rule),
-            };
-            if !known {
-                warnings.push(Warning {
-                    code: WarningCode::UnknownService,
-                    message: format!(
-                        "host {} names service {ns}/{name}, which is not known; judged at namespace and mesh level (and by name for Policy targets) over the ports the rule names",
-                        spec.host
-                    ),
-                });
-            }
-            let gateway = ingress_gateway_present(snapshot, settings);
-            let subject = Subject::Service {
-                namespace: ns,
-                name,
-                entry,
-            };
-            ports.reserve_exact(scopes.len());
-            for port in scopes {
-                let server = server_mode(snapshot, root, subject, &port, &mut warnings);
-                let ex = exemption(
-                    snapshot,
-                    settings,
-                    gateway,
-                    ns,
-                    name,
-                    port.number(),
-                    &server,
-                );
-                let ingress = matches!(ex, Some(Exemption::Ingress(_) | Exemption::Gateway { .. }));
-                if ingress && server.mode == ServerMode::Strict {
-                    // (a) is the same for every port, (c) names its port: warn once per
-                    // exemption and deciding object.
-                    let warned = ports.iter().any(|(_, s, e)| {
-                        *e == ex && s.mode == ServerMode::Strict && s.decider == server.decider
-                    });
-                    if !warned {
-                        let target = entry
-                            .and_then(|svc| svc.port(port.number()?))
-                            .and_then(|p| match p.target_port {
-                                TargetPort::Number(n) => Some(n),
-                                TargetPort::Name(_) => None,
-                            });
-                        warnings.push(missing_server_exemption(ns, name, &server, &ex, target));
-                    }
-                }
-                ports.push((port, server, ex));
-            }
-        }
-        HostTarget::NamespaceWide { namespace: ns } => {
-            for port in named_ports(rule) {
-                let server =
-                    server_mode(snapshot, root, Subject::Namespace(ns), &port, &mut warnings);
-                ports.push((port, server, None));
-            }
-        }
-        HostTarget::MeshWide => {
-            for port in named_ports(rule) {
-                let server = server_mode(snapshot, root, Subject::Mesh, &port, &mut warnings);
-                ports.push((port, server, None));
-            }
-        }
+    if target == HostTarget::OutOfScope {
+        verdict.warnings = warnings;
+        return verdict;
     }
+    let ports = port_sides(snapshot, settings, rule, &target, &mut warnings);
 
     // One finding per (port, subset): the rule itself, then each subset. The last one of a
     // port takes its port, server side and exemption instead of a copy (a decision is on the
@@ -168,6 +87,105 @@ pub fn judge(
     verdict
 }
 
+/// One port a rule covers, with its server side and exemption.
+pub(crate) type PortSide = (PortScope, ServerDecision, Option<Exemption>);
+
+/// Each port's server side and exemption for `rule`, whose host resolved to `target`,
+/// computed once for all subsets (with the warnings they call for). The verdict of
+/// every scope follows from these and the rule's own client modes, so two snapshots
+/// that give the same sides give the same outcomes (section 8 compares them first).
+pub(crate) fn port_sides(
+    snapshot: &Snapshot,
+    settings: &Settings,
+    rule: &DestinationRule,
+    target: &HostTarget,
+    warnings: &mut Vec<Warning>,
+) -> Vec<PortSide> {
+    let spec = &rule.spec;
+    let root = settings.root_namespace.as_str();
+    let mut ports: Vec<PortSide> = Vec::new();
+    match target {
+        HostTarget::OutOfScope => {}
+        HostTarget::Service {
+            namespace: ns,
+            name,
+            known,
+        } => {
+            let entry = snapshot.service(ns, name);
+            let scopes = match entry {
+                Some(svc) => svc
+                    .ports
+                    .iter()
+                    .map(|p| PortScope::Port {
+                        number: p.port,
+                        name: p.name.clone(),
+                    })
+                    .collect(),
+                None => named_ports(rule),
+            };
+            if !known {
+                warnings.push(Warning {
+                    code: WarningCode::UnknownService,
+                    message: format!(
+                        "host {} names service {ns}/{name}, which is not known; judged at namespace and mesh level (and by name for Policy targets) over the ports the rule names",
+                        spec.host
+                    ),
+                });
+            }
+            let gateway = ingress_gateway_present(snapshot, settings);
+            let subject = Subject::Service {
+                namespace: ns,
+                name,
+                entry,
+            };
+            ports.reserve_exact(scopes.len());
+            for port in scopes {
+                let server = server_mode(snapshot, root, subject, &port, warnings);
+                let ex = exemption(
+                    snapshot,
+                    settings,
+                    gateway,
+                    ns,
+                    name,
+                    port.number(),
+                    &server,
+                );
+                let ingress = matches!(ex, Some(Exemption::Ingress(_) | Exemption::Gateway { .. }));
+                if ingress && server.mode == ServerMode::Strict {
+                    // (a) is the same for every port, (c) names its port: warn once per
+                    // exemption and deciding object.
+                    let warned = ports.iter().any(|(_, s, e)| {
+                        *e == ex && s.mode == ServerMode::Strict && s.decider == server.decider
+                    });
+                    if !warned {
+                        let target = entry
+                            .and_then(|svc| svc.port(port.number()?))
+                            .and_then(|p| match p.target_port {
+                                TargetPort::Number(n) => Some(n),
+                                TargetPort::Name(_) => None,
+                            });
+                        warnings.push(missing_server_exemption(ns, name, &server, &ex, target));
+                    }
+                }
+                ports.push((port, server, ex));
+            }
+        }
+        HostTarget::NamespaceWide { namespace: ns } => {
+            for port in named_ports(rule) {
+                let server = server_mode(snapshot, root, Subject::Namespace(ns), &port, warnings);
+                ports.push((port, server, None));
+            }
+        }
+        HostTarget::MeshWide => {
+            for port in named_ports(rule) {
+                let server = server_mode(snapshot, root, Subject::Mesh, &port, warnings);
+                ports.push((port, server, None));
+            }
+        }
+    }
+    ports
+}
+
 /// The ports a wildcard or unknown-service rule covers: those it names, then every other.
 fn named_ports(rule: &DestinationRule) -> Vec<PortScope> {
     let spec = &rule.spec;
@@ -193,7 +211,7 @@ fn named_ports(rule: &DestinationRule) -> Vec<PortScope> {
 /// where the server refuses one of its callers (STRICT: the ingress; PLAINTEXT: mTLS); a
 /// PERMISSIVE or unpoliced server takes both, and DISABLE would only downgrade the
 /// mesh's own callers.
-fn required_mode(server: &ServerDecision, ex: Option<&Exemption>) -> Required {
+pub(crate) fn required_mode(server: &ServerDecision, ex: Option<&Exemption>) -> Required {
     match (ex.is_some(), server.mode) {
         (true, ServerMode::Strict | ServerMode::Plaintext) => Required::Mode(ClientMode::Disable),
         (_, ServerMode::Permissive | ServerMode::None) => Required::Any,
@@ -203,7 +221,12 @@ fn required_mode(server: &ServerDecision, ex: Option<&Exemption>) -> Required {
 }
 
 /// The second table of section 5: the first matching row decides.
-fn outcome(client: &ClientMode, required: &Required, exempt: bool, auto_mtls: bool) -> Outcome {
+pub(crate) fn outcome(
+    client: &ClientMode,
+    required: &Required,
+    exempt: bool,
+    auto_mtls: bool,
+) -> Outcome {
     // Before the table: Istio's schema refuses the value whatever the server side needs.
     if let ClientMode::Invalid(_) = client {
         return Outcome::InvalidMode;

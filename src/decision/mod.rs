@@ -5,6 +5,7 @@
 //! call [`judge`] the same way. Each submodule holds one section of the contract
 //! (`docs/behaviour.md`).
 
+pub mod change;
 mod client;
 pub mod exemption;
 mod host;
@@ -14,6 +15,7 @@ mod server;
 mod shadow;
 mod verdict;
 
+pub use change::{review_change, AffectedRule, Change, ChangeReview, ScopeChange};
 pub use client::{
     accepted_modes, invalid_modes, ClientMode, ClientSource, InvalidMode, TlsScope, TLS_MODES,
 };

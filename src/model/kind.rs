@@ -43,6 +43,9 @@ pub struct KindInfo {
     /// The resource name in API paths and RBAC rules.
     pub plural: &'static str,
     pub namespaced: bool,
+    /// Whether the validating webhook reviews a change to one of these objects for
+    /// the stored DestinationRules it breaks or leaves behind (contract section 8).
+    pub changes_reviewed: bool,
     /// Reads an object of this kind (any of `versions`) into its typed view.
     pub read: fn(Value) -> Result<MeshObject, serde_json::Error>,
 }
@@ -56,6 +59,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1alpha1"],
         plural: "policies",
         namespaced: true,
+        changes_reviewed: true,
         read: |v| read_json::<AuthPolicy>(v).map(MeshObject::Policy),
     },
     KindInfo {
@@ -65,6 +69,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1alpha1"],
         plural: "meshpolicies",
         namespaced: false,
+        changes_reviewed: true,
         read: |v| read_json::<AuthPolicy>(v).map(MeshObject::MeshPolicy),
     },
     KindInfo {
@@ -74,6 +79,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1beta1", "v1"],
         plural: "peerauthentications",
         namespaced: true,
+        changes_reviewed: true,
         read: |v| read_json::<PeerAuthentication>(v).map(MeshObject::PeerAuthentication),
     },
     KindInfo {
@@ -83,6 +89,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1alpha3", "v1beta1", "v1"],
         plural: "destinationrules",
         namespaced: true,
+        changes_reviewed: false,
         // The raw object is kept: the mutating webhook patches it.
         read: |v| {
             let typed = DestinationRule::deserialize_from(&v)?;
@@ -96,6 +103,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1"],
         plural: "services",
         namespaced: true,
+        changes_reviewed: true,
         read: |v| read_json(v).map(MeshObject::Service),
     },
     KindInfo {
@@ -105,6 +113,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1"],
         plural: "ingresses",
         namespaced: true,
+        changes_reviewed: true,
         read: |v| read_json(v).map(MeshObject::Ingress),
     },
     KindInfo {
@@ -114,6 +123,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1"],
         plural: "ingressclasses",
         namespaced: false,
+        changes_reviewed: true,
         read: |v| read_json(v).map(MeshObject::IngressClass),
     },
     KindInfo {
@@ -123,6 +133,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1"],
         plural: "namespaces",
         namespaced: false,
+        changes_reviewed: false,
         read: |v| read_json(v).map(MeshObject::Namespace),
     },
     // Gateway API (contract section 4 (c)): every version a cluster may serve. TLSRoute
@@ -135,6 +146,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1alpha2", "v1beta1", "v1"],
         plural: "httproutes",
         namespaced: true,
+        changes_reviewed: true,
         read: |v| read_json(v).map(|r| MeshObject::Route(RouteKind::Http, r)),
     },
     KindInfo {
@@ -144,6 +156,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1alpha2", "v1"],
         plural: "grpcroutes",
         namespaced: true,
+        changes_reviewed: true,
         read: |v| read_json(v).map(|r| MeshObject::Route(RouteKind::Grpc, r)),
     },
     KindInfo {
@@ -153,6 +166,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1alpha2", "v1alpha3", "v1"],
         plural: "tlsroutes",
         namespaced: true,
+        changes_reviewed: true,
         read: |v| read_json(v).map(|r| MeshObject::Route(RouteKind::Tls, r)),
     },
     KindInfo {
@@ -162,6 +176,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1alpha2", "v1alpha3", "v1"],
         plural: "tcproutes",
         namespaced: true,
+        changes_reviewed: true,
         read: |v| read_json(v).map(|r| MeshObject::Route(RouteKind::Tcp, r)),
     },
     KindInfo {
@@ -171,6 +186,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1alpha2", "v1beta1", "v1"],
         plural: "gateways",
         namespaced: true,
+        changes_reviewed: true,
         read: |v| read_json(v).map(MeshObject::Gateway),
     },
     KindInfo {
@@ -180,6 +196,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1alpha2", "v1beta1", "v1"],
         plural: "gatewayclasses",
         namespaced: false,
+        changes_reviewed: true,
         read: |v| read_json(v).map(MeshObject::GatewayClass),
     },
     KindInfo {
@@ -189,6 +206,7 @@ pub static KINDS: &[KindInfo] = &[
         versions: &["v1alpha2", "v1beta1", "v1"],
         plural: "referencegrants",
         namespaced: true,
+        changes_reviewed: true,
         read: |v| read_json(v).map(MeshObject::ReferenceGrant),
     },
 ];
