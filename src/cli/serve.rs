@@ -3,6 +3,7 @@
 use super::SettingsArgs;
 use crate::certs::{DEFAULT_NAMESPACE, DEFAULT_SERVICE};
 use crate::server::{parse_duration_arg, ConnLimits, LogFormat, ReviewLog, ServeOptions, TlsFiles};
+use crate::reconcile::cluster::ReconcileOptions;
 use crate::settings::Settings;
 use crate::source::Unsynced;
 use clap::builder::PossibleValue;
@@ -145,10 +146,31 @@ pub struct ServeArgs {
     /// Reviews read and answered at once over all connections (bounds body memory).
     #[arg(long, default_value_t = 256)]
     pub max_in_flight: usize,
+    /// Cluster mode: write the server side of ingress exemptions (contract section 9):
+    /// a PeerAuthentication (else a v1alpha1 Policy) `mtls-guard-exempt-<service>`,
+    /// labelled `app.kubernetes.io/managed-by: mtls-guard`. Needs the RBAC of
+    /// deploy/components/reconcilers.
+    #[arg(long, conflicts_with = "policies", env = "MTLS_GUARD_RECONCILE_EXEMPTIONS")]
+    pub reconcile_exemptions: bool,
+    /// Cluster mode: patch stored DestinationRules that have a fill or a patch, as
+    /// the mutating webhook would (contract section 9). Needs the RBAC of
+    /// deploy/components/reconcilers.
+    #[arg(long, conflicts_with = "policies", env = "MTLS_GUARD_RECONCILE_RULES")]
+    pub reconcile_rules: bool,
+    /// Reconcilers: a pass runs once the cluster has been quiet this long.
+    #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
+    pub reconcile_debounce: Duration,
 }
 
 impl From<ServeArgs> for ServeOptions {
     fn from(a: ServeArgs) -> ServeOptions {
+        let reconcile = ReconcileOptions {
+            exemptions: a.reconcile_exemptions,
+            rules: a.reconcile_rules,
+            debounce: a.reconcile_debounce,
+            // The Lease lives in mtls-guard's own namespace.
+            ..ReconcileOptions::off(&a.service_namespace)
+        };
         ServeOptions {
             listen: a.listen,
             admin_listen: a.admin_listen,
@@ -186,6 +208,7 @@ impl From<ServeArgs> for ServeOptions {
             shutdown_delay: a.shutdown_delay,
             policies_poll_interval: a.policies_poll_interval,
             cert_poll_interval: a.cert_poll_interval,
+            reconcile,
         }
     }
 }

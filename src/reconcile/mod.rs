@@ -6,6 +6,7 @@
 //! [`rules`] the patches of stored DestinationRules. The cluster I/O (Lease,
 //! writes, Events, metrics) lives beside it and only carries a plan out.
 
+pub mod cluster;
 pub mod exemption;
 pub mod rules;
 

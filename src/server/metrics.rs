@@ -2,6 +2,8 @@
 
 use crate::admission::{Endpoint, ReviewVerdict};
 use crate::model::ObjectKind;
+use crate::reconcile::cluster::{ReconcileObserver, WriteResult};
+use crate::reconcile::NoticeReason;
 use crate::snapshot::ObjectCounts;
 use crate::source::cluster::{ClusterStatus, Watched};
 use crate::source::{EventType, SourceObserver};
@@ -48,6 +50,17 @@ struct WatchEventLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    action: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -101,6 +114,62 @@ pub struct Metrics {
     watch_up: Family<WatchLabels, Gauge>,
     watch_last_event: Family<WatchLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     watch_events: Family<WatchEventLabels, Counter>,
+    reconcile: ReconcileMetrics,
+}
+
+/// The reconcilers' series (contract section 9), registered only when one is on.
+#[derive(Debug, Default)]
+struct ReconcileMetrics {
+    leader: Gauge,
+    passes: Family<ResultLabels, Counter>,
+    exemption_writes: Family<WriteLabels, Counter>,
+    rule_patches: Family<ResultLabels, Counter>,
+    notices: Family<ReasonLabels, Counter>,
+}
+
+impl ReconcileMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "reconcile_leader",
+            "Reconcilers: 1 while this replica holds the Lease and acts, else 0",
+            self.leader.clone(),
+        );
+        registry.register(
+            "reconcile_passes",
+            "Reconcilers: passes over a new snapshot, by result (ok; error: the managed exemptions could not be listed)",
+            self.passes.clone(),
+        );
+        registry.register(
+            "reconcile_exemption_writes",
+            "Reconcilers: server-side exemptions written, by action (create, update, delete) and result (ok, conflict, error)",
+            self.exemption_writes.clone(),
+        );
+        registry.register(
+            "reconcile_rule_patches",
+            "Reconcilers: stored DestinationRules patched, by result (ok; conflict: its resourceVersion test failed; error)",
+            self.rule_patches.clone(),
+        );
+        registry.register(
+            "reconcile_notices",
+            "Reconcilers: exemptions not written, with a warning Event, by reason",
+            self.notices.clone(),
+        );
+        for result in ["ok", "error"] {
+            drop(self.passes.get_or_create(&ResultLabels { result }));
+        }
+        for result in WriteResult::ALL {
+            let result = result.as_str();
+            drop(self.rule_patches.get_or_create(&ResultLabels { result }));
+            for action in ["create", "update", "delete"] {
+                drop(self.exemption_writes.get_or_create(&WriteLabels { action, result }));
+            }
+        }
+        for reason in NoticeReason::ALL {
+            drop(self.notices.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            }));
+        }
+    }
 }
 
 /// Counts a request as in flight until dropped.
@@ -122,18 +191,23 @@ impl Default for Metrics {
 impl Metrics {
     /// The metrics of a server fed by files or objects.
     pub fn new() -> Metrics {
-        Self::build(false)
+        Self::build(false, false)
     }
 
     /// The metrics of a server watching the cluster: the watch series too, each at
     /// 0 from start-up.
     pub fn for_cluster() -> Metrics {
-        let metrics = Self::build(true);
+        Self::for_cluster_with(false)
+    }
+
+    /// [`Metrics::for_cluster`], with the reconcilers' series when `reconcilers`.
+    pub fn for_cluster_with(reconcilers: bool) -> Metrics {
+        let metrics = Self::build(true, reconcilers);
         metrics.start_watch_series();
         metrics
     }
 
-    fn build(cluster: bool) -> Metrics {
+    fn build(cluster: bool, reconcilers: bool) -> Metrics {
         let mut registry = Registry::with_prefix("mtls_guard");
         let reviews = Family::<ReviewLabels, Counter>::default();
         registry.register(
@@ -221,6 +295,10 @@ impl Metrics {
                 watch_events.clone(),
             );
         }
+        let reconcile = ReconcileMetrics::default();
+        if reconcilers {
+            reconcile.register(&mut registry);
+        }
         registry.register(
             "build",
             "Build information",
@@ -259,6 +337,7 @@ impl Metrics {
             watch_up,
             watch_last_event,
             watch_events,
+            reconcile,
         };
         metrics.set_kind_counts(&ObjectCounts::new());
         metrics
@@ -400,6 +479,48 @@ impl SourceObserver for Metrics {
         self.watch_last_event
             .get_or_create(&WatchLabels { kind })
             .set(unix_seconds);
+    }
+}
+
+impl ReconcileObserver for Metrics {
+    fn leader(&self, holds: bool) {
+        self.reconcile.leader.set(i64::from(holds));
+    }
+
+    fn pass(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reconcile
+            .passes
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    fn exemption_write(&self, action: &'static str, result: WriteResult) {
+        self.reconcile
+            .exemption_writes
+            .get_or_create(&WriteLabels {
+                action,
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    fn rule_patch(&self, result: WriteResult) {
+        self.reconcile
+            .rule_patches
+            .get_or_create(&ResultLabels {
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    fn notice(&self, reason: NoticeReason) {
+        self.reconcile
+            .notices
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 }
 

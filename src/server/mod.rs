@@ -27,6 +27,7 @@ pub use tls::{CertInfo, TlsFiles};
 pub use webhook::http_status;
 
 use crate::certs;
+use crate::reconcile::cluster::ReconcileOptions;
 use crate::settings::Settings;
 use crate::source::{self, ClusterConfig, MeshOverrides, SourceObserver};
 use anyhow::Context;
@@ -88,6 +89,8 @@ pub struct ServeOptions {
     pub shutdown_delay: Duration,
     pub policies_poll_interval: Duration,
     pub cert_poll_interval: Duration,
+    /// Cluster mode: the reconcilers of contract section 9 (off by default).
+    pub reconcile: ReconcileOptions,
 }
 
 /// Everything [`start`] needs.
@@ -115,6 +118,8 @@ pub struct ServerConfig {
     /// Make `tls` a self-signed pair (or reuse the one there) once both ports are
     /// bound; `None`: `tls` is given.
     pub self_signed: Option<certs::SelfSigned>,
+    /// Cluster mode: the reconcilers of contract section 9 (both off unless asked for).
+    pub reconcile: ReconcileOptions,
 }
 
 impl ServerConfig {
@@ -135,6 +140,7 @@ impl ServerConfig {
             log_reviews: ReviewLog::default(),
             client_ca: None,
             self_signed: None,
+            reconcile: ReconcileOptions::off(certs::DEFAULT_NAMESPACE),
         }
     }
 }
@@ -212,8 +218,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
         SnapshotSource::Cluster(cluster) => Some(cluster.status()),
         _ => None,
     };
+    let reconcile = config.reconcile.clone();
+    if reconcile.any() && cluster_status.is_none() {
+        anyhow::bail!("the reconcilers need cluster mode (serve without --policies)");
+    }
     let metrics = Arc::new(match cluster_status {
-        Some(_) => Metrics::for_cluster(),
+        Some(_) => Metrics::for_cluster_with(reconcile.any()),
         None => Metrics::new(),
     });
     let observer: Arc<dyn SourceObserver> = metrics.clone();
@@ -328,6 +338,17 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
             after_rx.clone(),
         )
     });
+    let reconcile_task = match &cluster {
+        Some((cluster, status)) if reconcile.any() => Some(crate::reconcile::cluster::spawn(
+            cluster.client.clone(),
+            reconcile,
+            store.clone(),
+            status.clone(),
+            metrics.clone(),
+            after_rx.clone(),
+        )),
+        _ => None,
+    };
     let cluster_task = cluster.map(|(cluster, status)| {
         tracing::info!(
             istio_namespace = %cluster.istio_namespace,
@@ -372,6 +393,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
             let _ = after_tx.send(true);
             let _ = reload_task.await;
             if let Some(task) = policies_task {
+                let _ = task.await;
+            }
+            if let Some(task) = reconcile_task {
                 let _ = task.await;
             }
             if let Some(task) = cluster_task {
@@ -543,6 +567,7 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
         log_reviews: args.log_reviews,
         client_ca: args.client_ca,
         self_signed,
+        reconcile: args.reconcile,
     };
     let handle = start(config).await?;
     if let Some((dir, ca_cert)) = ca_cert {

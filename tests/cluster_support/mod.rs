@@ -133,10 +133,63 @@ struct Route {
     last: Option<Reply>,
 }
 
+/// A request as a handler sees it (body read whole).
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The value of `key` in the query, percent-decoded.
+    pub fn param(&self, key: &str) -> Option<String> {
+        self.query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == key).then(|| percent_decode(v))
+        })
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Answers a request itself (status and JSON body), or passes (`None`) to the routes.
+pub type Handler = Arc<dyn Fn(&Request) -> Option<(u16, Value)> + Send + Sync>;
+
 #[derive(Default)]
 struct State {
     routes: HashMap<(String, Mode), Route>,
     log: Vec<String>,
+    handlers: Vec<Handler>,
 }
 
 /// The stand-in API server; clones share it.
@@ -206,6 +259,11 @@ impl ApiServer {
         tx
     }
 
+    /// Answers requests before the routes do: writes, and reads a test keeps state for.
+    pub fn handle(&self, handler: impl Fn(&Request) -> Option<(u16, Value)> + Send + Sync + 'static) {
+        self.state.lock().unwrap().handlers.push(Arc::new(handler));
+    }
+
     /// Every request so far, as `GET path?query`.
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().log.clone()
@@ -238,6 +296,35 @@ impl ApiServer {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        let method = req.method().to_string();
+        let content_type = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = match req.into_body().collect().await {
+            Ok(collected) => collected.to_bytes().to_vec(),
+            Err(_) => Vec::new(),
+        };
+        let request = Request {
+            method: method.clone(),
+            path: path.clone(),
+            query: query.clone(),
+            content_type,
+            body,
+        };
+        let handlers = self.state.lock().unwrap().handlers.clone();
+        for handler in handlers {
+            if let Some((status, value)) = handler(&request) {
+                self.state
+                    .lock()
+                    .unwrap()
+                    .log
+                    .push(format!("{method} {path}?{query}"));
+                return full(status, "application/json", value.to_string().into_bytes());
+            }
+        }
         let mode = if query
             .split('&')
             .any(|kv| kv == "watch=true" || kv == "watch=1")
@@ -250,7 +337,7 @@ impl ApiServer {
         };
         let reply = {
             let mut state = self.state.lock().unwrap();
-            state.log.push(format!("{} {path}?{query}", req.method()));
+            state.log.push(format!("{method} {path}?{query}"));
             match state.routes.get_mut(&(path.clone(), mode)) {
                 Some(route) => match route.queue.pop_front() {
                     Some(reply) => {

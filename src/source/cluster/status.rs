@@ -112,7 +112,7 @@ impl ClusterStatus {
         });
     }
 
-    pub(super) fn served(&self, kind: Watched) -> Served {
+    pub fn served(&self, kind: Watched) -> Served {
         self.with(|inner| {
             inner
                 .kinds
