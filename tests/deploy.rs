@@ -199,6 +199,9 @@ struct Renderings {
     default: Rendered,
     cert_manager: Rendered,
     certs: Rendered,
+    /// `deploy/` with the component `components/reconcilers`, as a user's own
+    /// kustomization would take them (deploy/README.md).
+    reconcilers: Rendered,
     generated: GeneratedCerts,
 }
 
@@ -256,7 +259,16 @@ fn renderings() -> Option<&'static Renderings> {
             variant,
             objects: render(dir).unwrap_or_else(|e| panic!("rendering {variant}: {e}")),
         };
+        let with_reconcilers = tmp.path().join("with-reconcilers");
+        std::fs::create_dir_all(&with_reconcilers).unwrap();
+        std::fs::write(
+            with_reconcilers.join("kustomization.yaml"),
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources:\n  - ../deploy\ncomponents:\n  - ../deploy/components/reconcilers\n",
+        )
+        .unwrap();
         Some(Renderings {
+            reconcilers: render_ok("deploy/ + components/reconcilers", &with_reconcilers),
             default: render_ok("deploy/", &deploy),
             cert_manager: render_ok(
                 "deploy/overlays/cert-manager",
@@ -1510,4 +1522,224 @@ fn changes_warnings(lines: &BTreeSet<&str>) -> Vec<String> {
         "only the second delete breaks the rule: {out:?}"
     );
     out
+}
+
+/// The group and plural of a kind of the code's table.
+fn kind_api(name: &str) -> (String, String) {
+    let k = table_kinds()
+        .into_iter()
+        .find(|k| k.name == name)
+        .unwrap_or_else(|| panic!("{name} in the kinds table"));
+    (k.group.to_string(), k.plural.to_string())
+}
+
+/// Contract section 9, deploy/components/reconcilers: exactly the writes the
+/// reconcilers make (reconcile::cluster), bound to the Deployment's ServiceAccount,
+/// and the Lease in mtls-guard's own namespace, by name where the API allows it.
+#[test]
+fn reconcilers_component_grants_exactly_the_reconcilers_writes() {
+    let Some(all) = renderings() else { return };
+    let r = &all.reconcilers;
+    let v = r.variant;
+    let role: ClusterRole = r.one("ClusterRole", "mtls-guard-reconcilers");
+    let rules = role.rules.unwrap_or_default();
+    for rule in &rules {
+        assert!(
+            rule.resource_names.as_ref().is_none_or(|n| n.is_empty()),
+            "{v}: the write rules name no objects (exemptions are created by name per service)"
+        );
+    }
+    let mut expected = BTreeSet::new();
+    for (kind, verbs) in [
+        ("PeerAuthentication", &["create", "update", "delete"][..]),
+        ("Policy", &["create", "update", "delete"][..]),
+        ("DestinationRule", &["patch"][..]),
+    ] {
+        let (group, plural) = kind_api(kind);
+        for verb in verbs {
+            expected.insert((group.clone(), plural.clone(), verb.to_string()));
+        }
+    }
+    for verb in ["create", "patch"] {
+        expected.insert(("events.k8s.io".into(), "events".into(), verb.into()));
+    }
+    assert_eq!(grants(v, "ClusterRole", &rules), expected, "{v}");
+
+    let options =
+        mtls_guard::reconcile::cluster::ReconcileOptions::off(mtls_guard::certs::DEFAULT_NAMESPACE);
+    assert_eq!(
+        options.lease_namespace, NAMESPACE,
+        "the Lease's default namespace"
+    );
+    let lease: Role = r.one("Role", "mtls-guard-reconcilers-lease");
+    assert_eq!(lease.metadata.namespace.as_deref(), Some(NAMESPACE));
+    let rules = lease.rules.unwrap_or_default();
+    let lease_grants = |named: bool| -> BTreeSet<String> {
+        rules
+            .iter()
+            .filter(|rule| rule.resource_names.as_ref().is_some_and(|n| !n.is_empty()) == named)
+            .inspect(|rule| {
+                assert_eq!(
+                    rule.api_groups.as_deref(),
+                    Some(&["coordination.k8s.io".to_string()][..])
+                );
+                assert_eq!(rule.resources.as_deref(), Some(&["leases".to_string()][..]));
+                if named {
+                    assert_eq!(
+                        rule.resource_names.as_deref(),
+                        Some(&[options.lease_name.clone()][..]),
+                        "{v}: the Lease the code uses"
+                    );
+                }
+            })
+            .flat_map(|rule| rule.verbs.iter().cloned())
+            .collect()
+    };
+    // A create cannot be limited by name (the name is not known when it is authorized).
+    assert_eq!(lease_grants(false), set(["create"]), "{v}");
+    assert_eq!(lease_grants(true), set(["get", "patch"]), "{v}");
+
+    let sa = r
+        .deployment()
+        .spec
+        .template
+        .spec
+        .unwrap()
+        .service_account_name
+        .unwrap();
+    let binding: ClusterRoleBinding = r.one("ClusterRoleBinding", "mtls-guard-reconcilers");
+    assert_eq!(
+        (
+            binding.role_ref.kind.as_str(),
+            binding.role_ref.name.as_str()
+        ),
+        ("ClusterRole", "mtls-guard-reconcilers")
+    );
+    let lease_binding: RoleBinding = r.one("RoleBinding", "mtls-guard-reconcilers-lease");
+    assert_eq!(lease_binding.metadata.namespace.as_deref(), Some(NAMESPACE));
+    assert_eq!(
+        (
+            lease_binding.role_ref.kind.as_str(),
+            lease_binding.role_ref.name.as_str()
+        ),
+        ("Role", "mtls-guard-reconcilers-lease")
+    );
+    for subjects in [binding.subjects, lease_binding.subjects] {
+        let subjects: Vec<_> = subjects
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| (s.kind, s.namespace, s.name))
+            .collect();
+        assert_eq!(
+            subjects,
+            [(
+                "ServiceAccount".to_string(),
+                Some(NAMESPACE.to_string()),
+                sa.clone()
+            )],
+            "{v}: binding subjects"
+        );
+    }
+
+    // The flags turn both reconcilers on, and they are flags of `serve`.
+    let c = container(&r.deployment());
+    for f in ["--reconcile-exemptions", "--reconcile-rules"] {
+        assert!(c.args.iter().flatten().any(|a| a == f), "{v}: {f}");
+    }
+    let env: Vec<_> = c.env.iter().flatten().collect();
+    assert_eq!(env.len(), 1, "{v}: {env:?}");
+    assert_eq!(env[0].name, "POD_NAME");
+    assert_eq!(
+        env[0]
+            .value_from
+            .as_ref()
+            .and_then(|f| f.field_ref.as_ref())
+            .map(|f| f.field_path.as_str()),
+        Some("metadata.name"),
+        "{v}: the pod's name is its identity in the Lease"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_mtls-guard"))
+        .arg("serve")
+        .args(c.args.iter().flatten())
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mtls-guard serve {:?}: {}",
+        c.args,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The component adds its four RBAC objects and the Deployment's flags, and changes
+/// nothing else; `kubectl apply -k deploy/` stays read-only.
+#[test]
+fn reconcilers_component_adds_only_its_rbac_and_flags() {
+    let Some(all) = renderings() else { return };
+    let key = |o: &Value| {
+        (
+            o["kind"].as_str().unwrap_or("").to_string(),
+            o["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            o["metadata"]["name"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let default: BTreeMap<_, _> = all.default.objects.iter().map(|o| (key(o), o)).collect();
+    let with: BTreeMap<_, _> = all
+        .reconcilers
+        .objects
+        .iter()
+        .map(|o| (key(o), o))
+        .collect();
+    let added: BTreeSet<_> = with
+        .keys()
+        .filter(|k| !default.contains_key(*k))
+        .cloned()
+        .collect();
+    let named =
+        |kind: &str, ns: &str, name: &str| (kind.to_string(), ns.to_string(), name.to_string());
+    assert_eq!(
+        added,
+        BTreeSet::from([
+            named("ClusterRole", "", "mtls-guard-reconcilers"),
+            named("ClusterRoleBinding", "", "mtls-guard-reconcilers"),
+            named("Role", NAMESPACE, "mtls-guard-reconcilers-lease"),
+            named("RoleBinding", NAMESPACE, "mtls-guard-reconcilers-lease"),
+        ])
+    );
+    for (k, object) in &default {
+        let other = with.get(k).unwrap_or_else(|| panic!("{k:?} is kept"));
+        if k.0 == "Deployment" {
+            let mut other = (*other).clone();
+            let c = &mut other["spec"]["template"]["spec"]["containers"][0];
+            c.as_object_mut().unwrap().remove("env");
+            let args = c["args"].as_array_mut().unwrap();
+            args.retain(|a| a != "--reconcile-exemptions" && a != "--reconcile-rules");
+            assert_eq!(
+                &other, *object,
+                "the Deployment differs only by the flags and env"
+            );
+        } else {
+            assert_eq!(other, object, "{k:?} is unchanged");
+        }
+    }
+    for r in all.all() {
+        let c = container(&r.deployment());
+        assert!(
+            !c.args
+                .iter()
+                .flatten()
+                .any(|a| a.starts_with("--reconcile")),
+            "{}: reconcilers are off by default",
+            r.variant
+        );
+        assert!(
+            r.objects.iter().all(|o| !key(o).2.contains("reconcilers")),
+            "{}: no reconciler RBAC by default",
+            r.variant
+        );
+    }
 }

@@ -86,7 +86,11 @@ impl Fake {
     }
 
     fn put(&self, path: &str, object: Value) {
-        self.0.lock().unwrap().objects.insert(path.to_string(), object);
+        self.0
+            .lock()
+            .unwrap()
+            .objects
+            .insert(path.to_string(), object);
     }
 
     fn get(&self, path: &str) -> Option<Value> {
@@ -202,7 +206,11 @@ impl Fake {
                 let mut object = req.json();
                 let name = segments.last().unwrap();
                 let Some(stored) = store.objects.get(&req.path) else {
-                    return Some(status(404, "NotFound", format!("{what} \"{name}\" not found")));
+                    return Some(status(
+                        404,
+                        "NotFound",
+                        format!("{what} \"{name}\" not found"),
+                    ));
                 };
                 if object["metadata"]["resourceVersion"] != stored["metadata"]["resourceVersion"] {
                     return Some(status(409, "Conflict", format!("Operation cannot be fulfilled on {what} \"{name}\": the object has been modified; please apply your changes to the latest version and try again")));
@@ -216,7 +224,11 @@ impl Fake {
             ("DELETE", true) => {
                 let name = segments.last().unwrap();
                 let Some(stored) = store.objects.get(&req.path).cloned() else {
-                    return Some(status(404, "NotFound", format!("{what} \"{name}\" not found")));
+                    return Some(status(
+                        404,
+                        "NotFound",
+                        format!("{what} \"{name}\" not found"),
+                    ));
                 };
                 let wanted = req.json()["preconditions"]["resourceVersion"].clone();
                 let has = stored["metadata"]["resourceVersion"].clone();
@@ -239,7 +251,11 @@ impl Fake {
                 });
                 if req.content_type.starts_with("application/json-patch+json") {
                     if !exists {
-                        return Some(status(404, "NotFound", format!("{what} \"{name}\" not found")));
+                        return Some(status(
+                            404,
+                            "NotFound",
+                            format!("{what} \"{name}\" not found"),
+                        ));
                     }
                     let patch: json_patch::Patch = serde_json::from_value(body).ok()?;
                     if let Err(e) = json_patch::patch(&mut object, &patch) {
@@ -254,7 +270,8 @@ impl Fake {
                         return Some((code, answer));
                     }
                 } else {
-                    if req.content_type.starts_with("application/apply-patch") && plural == "leases" {
+                    if req.content_type.starts_with("application/apply-patch") && plural == "leases"
+                    {
                         // Server-side apply: another manager's holderIdentity is a conflict.
                         let held = object["spec"]["holderIdentity"].clone();
                         let wanted = body["spec"]["holderIdentity"].clone();
@@ -263,7 +280,11 @@ impl Fake {
                         }
                     }
                     if !exists && !req.content_type.starts_with("application/apply-patch") {
-                        return Some(status(404, "NotFound", format!("{what} \"{name}\" not found")));
+                        return Some(status(
+                            404,
+                            "NotFound",
+                            format!("{what} \"{name}\" not found"),
+                        ));
                     }
                     let mut body = body;
                     if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -371,7 +392,10 @@ async fn s9_exemption_is_created_updated_and_deleted_with_events() {
     let (api, services, ingresses) = cluster(&fake);
     let server = start(&api, options("replica-a", true, false)).await;
 
-    until("the exemption is created", || !fake.writes("POST", "/peerauthentications").is_empty()).await;
+    until("the exemption is created", || {
+        !fake.writes("POST", "/peerauthentications").is_empty()
+    })
+    .await;
     let created = fake.writes("POST", "/peerauthentications");
     assert_eq!(created.len(), 1, "{created:?}");
     assert_eq!(
@@ -382,7 +406,9 @@ async fn s9_exemption_is_created_updated_and_deleted_with_events() {
         )
     );
     until("the create is recorded", || {
-        fake.events().iter().any(|(r, o, _)| r == "ExemptionCreated" && o == "PeerAuthentication/mtls-guard-exempt-productpage")
+        fake.events().iter().any(|(r, o, _)| {
+            r == "ExemptionCreated" && o == "PeerAuthentication/mtls-guard-exempt-productpage"
+        })
     })
     .await;
     let stored_rv = fake.get(PA_PATH).unwrap()["metadata"]["resourceVersion"].clone();
@@ -392,14 +418,20 @@ async fn s9_exemption_is_created_updated_and_deleted_with_events() {
     service["metadata"]["resourceVersion"] = json!("760");
     service["spec"]["selector"] = json!({"app": "productpage", "version": "v1"});
     services.send(event_line("MODIFIED", &service)).unwrap();
-    until("the exemption is updated", || !fake.writes("PUT", PA_PATH).is_empty()).await;
+    until("the exemption is updated", || {
+        !fake.writes("PUT", PA_PATH).is_empty()
+    })
+    .await;
     let updated = &fake.writes("PUT", PA_PATH)[0].1;
     assert_eq!(updated["metadata"]["resourceVersion"], stored_rv);
     assert_eq!(
         updated["spec"]["selector"]["matchLabels"],
         json!({"app": "productpage", "version": "v1"})
     );
-    assert_eq!(updated["metadata"]["labels"]["app.kubernetes.io/managed-by"], "mtls-guard");
+    assert_eq!(
+        updated["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "mtls-guard"
+    );
 
     // The Ingress goes: productpage is no longer exempt, the exemption is deleted
     // with its current resourceVersion as precondition.
@@ -418,10 +450,15 @@ async fn s9_exemption_is_created_updated_and_deleted_with_events() {
     .await;
     let text = metrics(&server).await;
     for action in ["create", "update", "delete"] {
-        let series = format!("mtls_guard_reconcile_exemption_writes_total{{action=\"{action}\",result=\"ok\"}}");
+        let series = format!(
+            "mtls_guard_reconcile_exemption_writes_total{{action=\"{action}\",result=\"ok\"}}"
+        );
         assert_eq!(metric_value(&text, &series), Some(1.0), "{series}\n{text}");
     }
-    assert_eq!(metric_value(&text, "mtls_guard_reconcile_leader"), Some(1.0));
+    assert_eq!(
+        metric_value(&text, "mtls_guard_reconcile_leader"),
+        Some(1.0)
+    );
     // Nothing else was written to the exemption kinds, and no rule was patched.
     assert_eq!(fake.writes("POST", "/peerauthentications").len(), 1);
     assert!(fake.writes("PATCH", "/destinationrules").is_empty());
@@ -448,7 +485,9 @@ async fn s9_an_object_without_the_label_is_left_alone() {
     let server = start(&api, options("replica-a", true, false)).await;
 
     until("the warning Event", || {
-        fake.events().iter().any(|(r, o, _)| r == "ExemptionNotManaged" && o == "PeerAuthentication/mtls-guard-exempt-productpage")
+        fake.events().iter().any(|(r, o, _)| {
+            r == "ExemptionNotManaged" && o == "PeerAuthentication/mtls-guard-exempt-productpage"
+        })
     })
     .await;
     assert!(
@@ -462,7 +501,10 @@ async fn s9_an_object_without_the_label_is_left_alone() {
     // A few more passes' worth of time: still nothing written to it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     for method in ["POST", "PUT", "DELETE", "PATCH"] {
-        assert!(fake.writes(method, "/peerauthentications").is_empty(), "{method}");
+        assert!(
+            fake.writes(method, "/peerauthentications").is_empty(),
+            "{method}"
+        );
     }
     assert_eq!(fake.get(PA_PATH), Some(theirs));
     server.handle.stop().await;
@@ -482,7 +524,9 @@ async fn s9_a_service_without_a_selector_gets_a_warning_event() {
     api.set(SERVICES, Mode::Get, Reply::Json(list));
     let server = start(&api, options("replica-a", true, false)).await;
     until("the warning Event", || {
-        fake.events().iter().any(|(r, o, _)| r == "ExemptionNoSelector" && o == "Service/productpage")
+        fake.events()
+            .iter()
+            .any(|(r, o, _)| r == "ExemptionNoSelector" && o == "Service/productpage")
     })
     .await;
     let event = fake
@@ -494,7 +538,10 @@ async fn s9_a_service_without_a_selector_gets_a_warning_event() {
     assert_eq!(event["type"], "Warning");
     assert_eq!(event["regarding"]["apiVersion"], "v1");
     assert_eq!(event["regarding"]["namespace"], "bookinfo");
-    assert!(event["note"].as_str().unwrap().contains("no selector"), "{event}");
+    assert!(
+        event["note"].as_str().unwrap().contains("no selector"),
+        "{event}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(fake.writes("POST", "/peerauthentications").is_empty());
     // Recorded once, not on every pass.
@@ -548,10 +595,16 @@ async fn s9_a_concurrent_writer_makes_the_rule_patch_fail_its_test() {
     // Not retried blindly: the snapshot has not changed, so nothing more is sent.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(fake.writes("PATCH", path).len(), 1);
-    assert_eq!(fake.get(path).unwrap()["spec"]["trafficPolicy"]["tls"]["mode"], "ISTIO_MUTUAL");
+    assert_eq!(
+        fake.get(path).unwrap()["spec"]["trafficPolicy"]["tls"]["mode"],
+        "ISTIO_MUTUAL"
+    );
 
     // The watch brings the concurrent writer's version: judged again, patched.
-    fake.0.lock().unwrap().notify("destinationrules", "MODIFIED", &theirs);
+    fake.0
+        .lock()
+        .unwrap()
+        .notify("destinationrules", "MODIFIED", &theirs);
     until("the second patch", || fake.writes("PATCH", path).len() == 2).await;
     assert_eq!(fake.writes("PATCH", path)[1].1[0]["value"], "900");
     until("the rule is DISABLE", || {
@@ -559,9 +612,14 @@ async fn s9_a_concurrent_writer_makes_the_rule_patch_fail_its_test() {
     })
     .await;
     let stored = fake.get(path).unwrap();
-    assert_eq!(stored["metadata"]["labels"]["team"], "shop", "the other writer's change stays");
+    assert_eq!(
+        stored["metadata"]["labels"]["team"], "shop",
+        "the other writer's change stays"
+    );
     until("the patch is recorded", || {
-        fake.events().iter().any(|(r, o, _)| r == "RulePatched" && o == "DestinationRule/productpage")
+        fake.events()
+            .iter()
+            .any(|(r, o, _)| r == "RulePatched" && o == "DestinationRule/productpage")
     })
     .await;
     assert!(
@@ -596,7 +654,11 @@ async fn s9_only_the_lease_holder_acts() {
         .as_str()
         .unwrap()
         .to_string();
-    let (acting, idle) = if holder == "replica-a" { (&a, &b) } else { (&b, &a) };
+    let (acting, idle) = if holder == "replica-a" {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
     until("the exemption is created", || fake.get(PA_PATH).is_some()).await;
     // Both see the same snapshot; give the other one time to (wrongly) act too.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -604,16 +666,33 @@ async fn s9_only_the_lease_holder_acts() {
     let reporters: Vec<String> = fake.events().into_iter().map(|(_, _, i)| i).collect();
     assert_eq!(reporters, vec![holder.clone()]);
     let (acting_text, idle_text) = (metrics(acting).await, metrics(idle).await);
-    assert_eq!(metric_value(&acting_text, "mtls_guard_reconcile_leader"), Some(1.0));
-    assert_eq!(metric_value(&idle_text, "mtls_guard_reconcile_leader"), Some(0.0));
     assert_eq!(
-        metric_value(&idle_text, "mtls_guard_reconcile_passes_total{result=\"ok\"}"),
+        metric_value(&acting_text, "mtls_guard_reconcile_leader"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&idle_text, "mtls_guard_reconcile_leader"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric_value(
+            &idle_text,
+            "mtls_guard_reconcile_passes_total{result=\"ok\"}"
+        ),
         Some(0.0)
     );
 
     // The holder stops and releases the Lease: the other takes over.
-    let other = if holder == "replica-a" { "replica-b" } else { "replica-a" };
-    let (acting, idle) = if holder == "replica-a" { (a, b) } else { (b, a) };
+    let other = if holder == "replica-a" {
+        "replica-b"
+    } else {
+        "replica-a"
+    };
+    let (acting, idle) = if holder == "replica-a" {
+        (a, b)
+    } else {
+        (b, a)
+    };
     acting.handle.stop().await;
     until("the other replica holds the Lease", || {
         fake.get(LEASE_PATH)
@@ -650,7 +729,10 @@ async fn every_documented_reconciler_series_exists_from_start_up() {
     for (series, _) in &documented {
         assert!(metric_value(&text, series).is_some(), "{series}\n{text}");
     }
-    for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE mtls_guard_reconcile")) {
+    for family in text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE mtls_guard_reconcile"))
+    {
         let name = format!("mtls_guard_reconcile{}", family.split(' ').next().unwrap());
         assert!(
             documented.iter().any(|(s, _)| s.starts_with(&name)),

@@ -2,8 +2,8 @@
 
 use super::SettingsArgs;
 use crate::certs::{DEFAULT_NAMESPACE, DEFAULT_SERVICE};
-use crate::server::{parse_duration_arg, ConnLimits, LogFormat, ReviewLog, ServeOptions, TlsFiles};
 use crate::reconcile::cluster::ReconcileOptions;
+use crate::server::{parse_duration_arg, ConnLimits, LogFormat, ReviewLog, ServeOptions, TlsFiles};
 use crate::settings::Settings;
 use crate::source::Unsynced;
 use clap::builder::PossibleValue;
@@ -150,7 +150,11 @@ pub struct ServeArgs {
     /// a PeerAuthentication (else a v1alpha1 Policy) `mtls-guard-exempt-<service>`,
     /// labelled `app.kubernetes.io/managed-by: mtls-guard`. Needs the RBAC of
     /// deploy/components/reconcilers.
-    #[arg(long, conflicts_with = "policies", env = "MTLS_GUARD_RECONCILE_EXEMPTIONS")]
+    #[arg(
+        long,
+        conflicts_with = "policies",
+        env = "MTLS_GUARD_RECONCILE_EXEMPTIONS"
+    )]
     pub reconcile_exemptions: bool,
     /// Cluster mode: patch stored DestinationRules that have a fill or a patch, as
     /// the mutating webhook would (contract section 9). Needs the RBAC of

@@ -205,7 +205,8 @@ impl Runner {
         leader: &mut watch::Receiver<bool>,
         stop: &mut watch::Receiver<bool>,
     ) {
-        let poll = (self.options.debounce / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
+        let poll = (self.options.debounce / 4)
+            .clamp(Duration::from_millis(20), Duration::from_millis(250));
         let mut holds = *leader.borrow();
         self.observer.leader(holds);
         // The view of the last pass, and the latest view with when it was first seen.
@@ -312,7 +313,8 @@ impl Runner {
                     continue;
                 };
                 let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
-                let params = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+                let params =
+                    ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
                 match api.list(&params).await {
                     Ok(list) => managed.extend(list.items.into_iter().filter_map(|o| {
                         let mut value = serde_json::to_value(o).ok()?;
@@ -347,8 +349,15 @@ impl Runner {
         for notice in notices.difference(&self.notices) {
             tracing::warn!(object = %notice.object, reason = notice.reason.as_str(), "reconcilers: {}", notice.message);
             self.observer.notice(notice.reason);
-            self.event(&notice.object, None, EventType::Warning, notice.reason.as_str(), "Exempt", &notice.message)
-                .await;
+            self.event(
+                &notice.object,
+                None,
+                EventType::Warning,
+                notice.reason.as_str(),
+                "Exempt",
+                &notice.message,
+            )
+            .await;
         }
         self.notices = notices;
         for action in planned.exemptions.actions {
@@ -394,7 +403,8 @@ impl Runner {
         };
         let (verb, reason, result) = match &action {
             ExemptionAction::Create(wanted) => {
-                let result = match serde_json::from_value::<DynamicObject>(wanted.manifest.clone()) {
+                let result = match serde_json::from_value::<DynamicObject>(wanted.manifest.clone())
+                {
                     Ok(body) => api.create(&post, &body).await.map(|o| o.metadata.uid),
                     Err(e) => Err(kube::Error::SerdeError(e)),
                 };
@@ -402,13 +412,20 @@ impl Runner {
             }
             ExemptionAction::Update { wanted, manifest } => {
                 let result = match serde_json::from_value::<DynamicObject>(manifest.clone()) {
-                    Ok(body) => api.replace(&object.name, &post, &body).await.map(|o| o.metadata.uid),
+                    Ok(body) => api
+                        .replace(&object.name, &post, &body)
+                        .await
+                        .map(|o| o.metadata.uid),
                     Err(e) => Err(kube::Error::SerdeError(e)),
                 };
                 let ports: Vec<String> = wanted.ports.iter().map(u32::to_string).collect();
                 (
                     "update",
-                    format!("updated to the Service's selector and exempt ports ({}): {}", ports.join(", "), wanted.reason),
+                    format!(
+                        "updated to the Service's selector and exempt ports ({}): {}",
+                        ports.join(", "),
+                        wanted.reason
+                    ),
                     result,
                 )
             }
@@ -440,10 +457,22 @@ impl Runner {
                     "update" => "ExemptionUpdated",
                     _ => "ExemptionDeleted",
                 };
-                self.event(&object, uid, EventType::Normal, event_reason, "Exempt", &format!("mtls-guard {reason}")).await;
+                self.event(
+                    &object,
+                    uid,
+                    EventType::Normal,
+                    event_reason,
+                    "Exempt",
+                    &format!("mtls-guard {reason}"),
+                )
+                .await;
             }
-            Err(e) if outcome == WriteResult::Conflict => tracing::info!(object = %object, action = verb, error = %e, "reconcilers: changed concurrently; judged again on the next snapshot"),
-            Err(e) => tracing::warn!(object = %object, action = verb, error = %e, "reconcilers: exemption write failed"),
+            Err(e) if outcome == WriteResult::Conflict => {
+                tracing::info!(object = %object, action = verb, error = %e, "reconcilers: changed concurrently; judged again on the next snapshot")
+            }
+            Err(e) => {
+                tracing::warn!(object = %object, action = verb, error = %e, "reconcilers: exemption write failed")
+            }
         }
     }
 
@@ -468,7 +497,15 @@ impl Runner {
         match result {
             Ok(updated) => {
                 tracing::info!(rule = %object, resource_version = %patch.resource_version, changes = ?changes, "reconcilers: stored rule patched");
-                self.event(&object, updated.metadata.uid, EventType::Normal, "RulePatched", "Patch", &changes.join("\n")).await;
+                self.event(
+                    &object,
+                    updated.metadata.uid,
+                    EventType::Normal,
+                    "RulePatched",
+                    "Patch",
+                    &changes.join("\n"),
+                )
+                .await;
                 true
             }
             Err(e) if outcome == WriteResult::Conflict => {

@@ -161,7 +161,10 @@ impl ReconcileMetrics {
             let result = result.as_str();
             drop(self.rule_patches.get_or_create(&ResultLabels { result }));
             for action in ["create", "update", "delete"] {
-                drop(self.exemption_writes.get_or_create(&WriteLabels { action, result }));
+                drop(
+                    self.exemption_writes
+                        .get_or_create(&WriteLabels { action, result }),
+                );
             }
         }
         for reason in NoticeReason::ALL {

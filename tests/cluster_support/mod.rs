@@ -260,7 +260,10 @@ impl ApiServer {
     }
 
     /// Answers requests before the routes do: writes, and reads a test keeps state for.
-    pub fn handle(&self, handler: impl Fn(&Request) -> Option<(u16, Value)> + Send + Sync + 'static) {
+    pub fn handle(
+        &self,
+        handler: impl Fn(&Request) -> Option<(u16, Value)> + Send + Sync + 'static,
+    ) {
         self.state.lock().unwrap().handlers.push(Arc::new(handler));
     }
 
