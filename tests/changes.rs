@@ -663,3 +663,122 @@ fn s8_the_review_lists_exactly_what_judging_every_rule_twice_finds() {
     // The mesh is varied enough that both lists are exercised.
     assert!(seen.0 > 20 && seen.1 > 20, "{seen:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Webhook and APIService backends put under STRICT.
+// ---------------------------------------------------------------------------
+
+/// mtls-guard's own registration as deploy/ installs it (its Service calls port 443 on
+/// the named target port `https`), and an APIService served by monitoring/metrics-server
+/// (no port given: 443, target port 4443).
+fn registered() -> Vec<MeshObject> {
+    let mut objects = example(&[
+        "deploy/base/namespace.yaml",
+        "deploy/base/service.yaml",
+        "deploy/base/webhooks.yaml",
+    ]);
+    objects.push(obj(namespace("monitoring", None)));
+    objects.push(obj(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "metrics-server", "namespace": "monitoring"},
+        "spec": {"selector": {"app": "metrics-server"},
+            "ports": [{"name": "https", "port": 443, "targetPort": 4443}]},
+    })));
+    objects.push(obj(json!({
+        "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+        "metadata": {"name": "v1beta1.metrics.k8s.io"},
+        "spec": {"group": "metrics.k8s.io", "version": "v1beta1",
+            "service": {"namespace": "monitoring", "name": "metrics-server"}},
+    })));
+    objects
+}
+
+const API_SERVER_TEXT: &str = "the API server is not in the mesh and calls in plaintext, so those calls fail (with failurePolicy Fail, so does every request they serve); exempt that port, e.g. a PeerAuthentication selecting the Service's pods with portLevelMtls PERMISSIVE on its target port";
+
+#[test]
+fn s8_a_webhooks_backend_put_under_strict_is_named() {
+    let snapshot = Snapshot::from_objects(registered());
+    let counts = snapshot.counts();
+    assert_eq!(counts[&ObjectKind::MutatingWebhookConfiguration], 1);
+    assert_eq!(counts[&ObjectKind::ValidatingWebhookConfiguration], 1);
+    assert_eq!(counts[&ObjectKind::APIService], 1);
+    let settings = Settings::default();
+    assert!(mtls_guard::decision::strict_backends(&snapshot, &settings).is_empty());
+
+    // mtls-guard's own namespace turns STRICT: both of its configurations are named.
+    let warnings = validate(
+        &snapshot,
+        &settings,
+        &create(peer_auth("mtls-guard", "default", "STRICT")),
+    );
+    let by = "PeerAuthentication mtls-guard/default (namespace level)";
+    assert_eq!(
+        warnings,
+        [
+            format!("mtls-guard: PeerAuthentication mtls-guard/default (STRICT): Service mtls-guard/mtls-guard port 443 requires mutual TLS (STRICT) by {by}, and MutatingWebhookConfiguration mtls-guard (webhook destinationrules.mutate.mtls-guard.io) calls it there: {API_SERVER_TEXT}"),
+            format!("mtls-guard: PeerAuthentication mtls-guard/default (STRICT): Service mtls-guard/mtls-guard port 443 requires mutual TLS (STRICT) by {by}, and ValidatingWebhookConfiguration mtls-guard (webhooks destinationrules.validate.mtls-guard.io, mesh-changes.validate.mtls-guard.io) calls it there: {API_SERVER_TEXT}"),
+        ]
+    );
+
+    // A mesh-wide STRICT PeerAuthentication puts every backend under STRICT, the
+    // APIService's too; once it is stored, the audit's list has all three.
+    let mesh = peer_auth("istio-system", "default", "STRICT");
+    let warnings = validate(&snapshot, &settings, &create(mesh.clone()));
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert!(
+        warnings[2].contains("APIService v1beta1.metrics.k8s.io calls it there"),
+        "{warnings:?}"
+    );
+    let mut strict = snapshot.clone();
+    strict.apply(obj(mesh));
+    let listed: Vec<String> = mtls_guard::decision::strict_backends(&strict, &settings)
+        .iter()
+        .map(|b| {
+            format!(
+                "{} -> {}/{}:{}",
+                b.backend.caller, b.backend.namespace, b.backend.service, b.backend.port
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "MutatingWebhookConfiguration mtls-guard -> mtls-guard/mtls-guard:443",
+            "ValidatingWebhookConfiguration mtls-guard -> mtls-guard/mtls-guard:443",
+            "APIService v1beta1.metrics.k8s.io -> monitoring/metrics-server:443",
+        ]
+    );
+    // Already STRICT: a second STRICT policy puts nothing newly under STRICT.
+    assert!(validate(
+        &strict,
+        &settings,
+        &create(peer_auth("mtls-guard", "default", "STRICT"))
+    )
+    .is_empty());
+}
+
+#[test]
+fn s8_the_backend_is_judged_on_the_port_it_is_called_on() {
+    let snapshot = Snapshot::from_objects(registered());
+    let settings = Settings::default();
+    // STRICT for the workload, PERMISSIVE on the target port of Service port 443 (4443):
+    // the API server's calls still get through.
+    let workload = |port: &str| {
+        let mut pa = peer_auth("monitoring", "metrics-server", "STRICT");
+        pa["spec"]["selector"] = json!({"matchLabels": {"app": "metrics-server"}});
+        pa["spec"]["portLevelMtls"] = json!({port: {"mode": "PERMISSIVE"}});
+        create(pa)
+    };
+    assert!(validate(&snapshot, &settings, &workload("4443")).is_empty());
+    let warnings = validate(&snapshot, &settings, &workload("8080"));
+    assert_eq!(
+        warnings,
+        [format!("mtls-guard: PeerAuthentication monitoring/metrics-server (STRICT): Service monitoring/metrics-server port 443 requires mutual TLS (STRICT) by PeerAuthentication monitoring/metrics-server (workload level), and APIService v1beta1.metrics.k8s.io calls it there: {API_SERVER_TEXT}")]
+    );
+
+    // The warning is about the changed object: none in an `off` namespace.
+    let mut objects = registered();
+    objects.push(obj(namespace("monitoring", Some("off"))));
+    let quiet = Snapshot::from_objects(objects);
+    assert!(validate(&quiet, &settings, &workload("8080")).is_empty());
+}

@@ -657,3 +657,69 @@ async fn every_documented_watch_series_exists_from_start_up() {
     );
     server.handle.stop().await;
 }
+
+/// Section 8's backends come from the cluster too: the webhook configurations and
+/// APIServices listed (in the API server's list shape, items without `apiVersion` and
+/// `kind`; built here, as no list of them was captured) are indexed by the Services
+/// they call, and a PeerAuthentication putting one under STRICT is warned about.
+#[tokio::test]
+async fn webhook_and_apiservice_backends_are_read_from_the_cluster() {
+    let api = ApiServer::captured();
+    let list = |kind: &str, api_version: &str, items: serde_json::Value| {
+        Reply::Json(serde_json::json!({
+            "kind": format!("{kind}List"), "apiVersion": api_version,
+            "metadata": {"resourceVersion": "734"}, "items": items,
+        }))
+    };
+    api.push(
+        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+        Mode::Get,
+        list(
+            "ValidatingWebhookConfiguration",
+            "admissionregistration.k8s.io/v1",
+            serde_json::json!([{
+                "metadata": {"name": "policy-engine", "resourceVersion": "700"},
+                "webhooks": [{"name": "validate.policy-engine.io",
+                    "clientConfig": {"service": {"namespace": "bookinfo", "name": "details", "port": 9080}},
+                    "admissionReviewVersions": ["v1"], "sideEffects": "None"}],
+            }]),
+        ),
+    );
+    api.push(
+        "/apis/apiregistration.k8s.io/v1/apiservices",
+        Mode::Get,
+        list(
+            "APIService",
+            "apiregistration.k8s.io/v1",
+            serde_json::json!([
+                {"metadata": {"name": "v1.apps", "resourceVersion": "10"},
+                    "spec": {"group": "apps", "version": "v1", "groupPriorityMinimum": 17800, "versionPriority": 15}},
+                {"metadata": {"name": "v1beta1.metrics.k8s.io", "resourceVersion": "11"},
+                    "spec": {"service": {"namespace": "bookinfo", "name": "ratings", "port": 9080},
+                        "group": "metrics.k8s.io", "version": "v1beta1", "groupPriorityMinimum": 100, "versionPriority": 100}},
+            ]),
+        ),
+    );
+    let server = start(&api, |_| {}).await;
+    assert!(ready(&server).await);
+    assert!(wait_count(&server, ObjectKind::ValidatingWebhookConfiguration, 1).await);
+    assert_eq!(count(&server, ObjectKind::APIService), 2);
+    assert_eq!(count(&server, ObjectKind::MutatingWebhookConfiguration), 0);
+    let view = server.handle.snapshots().current().unwrap();
+    let called: Vec<String> = view
+        .snapshot
+        .backends()
+        .map(|b| format!("{} {}/{}:{}", b.caller, b.namespace, b.service, b.port))
+        .collect();
+    assert_eq!(
+        called,
+        [
+            "ValidatingWebhookConfiguration policy-engine bookinfo/details:9080",
+            "APIService v1beta1.metrics.k8s.io bookinfo/ratings:9080",
+        ]
+    );
+    // Bookinfo's Policy default is STRICT: both are already STRICT backends.
+    let strict = mtls_guard::decision::strict_backends(&view.snapshot, &view.settings);
+    assert_eq!(strict.len(), 2, "{strict:?}");
+    server.handle.stop().await;
+}

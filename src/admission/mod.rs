@@ -361,6 +361,15 @@ fn other_side(
         }
     }
     let review = review_change(snapshot, settings, &change);
+    if object_mode.judges() {
+        let label = &review.label;
+        answer.warnings.extend(
+            review
+                .backends
+                .iter()
+                .map(|b| format!("mtls-guard: {label}: {}", b.message())),
+        );
+    }
     if let Some(message) = review.message() {
         if review.denied(settings) {
             answer.denied = Some(status(403, message));

@@ -7,6 +7,7 @@
 //! leaves behind out. The snapshot after the change is a clone of the one before
 //! with the change applied (cheap: the snapshot is a persistent index).
 
+use super::backend::{newly_strict, StrictBackend};
 use super::client::{client_mode, ClientMode};
 use super::host::{resolve_host, HostTarget};
 use super::judge::{outcome, port_sides, required_mode, PortSide};
@@ -162,6 +163,8 @@ pub struct ChangeReview {
     /// Rules with a scope that goes to fill or patch, or whose fill or patch now
     /// needs another mode.
     pub left_behind: Vec<AffectedRule>,
+    /// Webhook and APIService backends the change puts under STRICT.
+    pub backends: Vec<StrictBackend>,
 }
 
 impl ChangeReview {
@@ -351,7 +354,11 @@ fn candidates(
         | ObjectKind::ReferenceGrant => {
             Candidates::Services(before.gateway().changed_services(after.gateway()))
         }
-        ObjectKind::DestinationRule | ObjectKind::Namespace => Candidates::None,
+        ObjectKind::DestinationRule
+        | ObjectKind::Namespace
+        | ObjectKind::MutatingWebhookConfiguration
+        | ObjectKind::ValidatingWebhookConfiguration
+        | ObjectKind::APIService => Candidates::None,
     }
 }
 
@@ -363,7 +370,18 @@ pub fn review_change(before: &Snapshot, settings: &Settings, change: &Change) ->
         label: change.label(),
         broken: Vec::new(),
         left_behind: Vec::new(),
+        backends: Vec::new(),
     };
+    // Only these kinds decide server modes.
+    if matches!(
+        review.object.kind,
+        ObjectKind::Policy
+            | ObjectKind::MeshPolicy
+            | ObjectKind::PeerAuthentication
+            | ObjectKind::Service
+    ) {
+        review.backends = newly_strict(before, &after, settings);
+    }
     let mut visit = |rule: &Arc<DestinationRule>| {
         let ns = rule.metadata.namespace.as_deref().unwrap_or_default();
         let mode = enforcement::mode_for(before, settings, ns);

@@ -5,6 +5,7 @@
 //! call [`judge`] the same way. Each submodule holds one section of the contract
 //! (`docs/behaviour.md`).
 
+pub mod backend;
 pub mod change;
 mod client;
 pub mod exemption;
@@ -15,6 +16,7 @@ mod server;
 mod shadow;
 mod verdict;
 
+pub use backend::{strict_backends, StrictBackend};
 pub use change::{review_change, AffectedRule, Change, ChangeReview, ScopeChange};
 pub use client::{
     accepted_modes, invalid_modes, ClientMode, ClientSource, InvalidMode, TlsScope, TLS_MODES,

@@ -5,6 +5,7 @@
 //! watching a cluster, the RBAC rules) reads [`KINDS`]. Adding a kind is one entry
 //! here, one [`ObjectKind`] variant and its typed model in [`super::MeshObject`].
 
+use super::backend::{ApiService, WebhookConfiguration};
 use super::gateway::{RouteKind, GATEWAY_GROUP};
 use super::object::read_json;
 use super::{AuthPolicy, DestinationRule, MeshObject, PeerAuthentication};
@@ -28,6 +29,9 @@ pub enum ObjectKind {
     Gateway,
     GatewayClass,
     ReferenceGrant,
+    MutatingWebhookConfiguration,
+    ValidatingWebhookConfiguration,
+    APIService,
 }
 
 /// How the API serves one kind, and how to read one of its objects.
@@ -208,6 +212,46 @@ pub static KINDS: &[KindInfo] = &[
         namespaced: true,
         changes_reviewed: true,
         read: |v| read_json(v).map(MeshObject::ReferenceGrant),
+    },
+    // Who the API server calls in plaintext (contract section 8): read for the Services
+    // they call; their own changes are not reviewed.
+    KindInfo {
+        kind: ObjectKind::MutatingWebhookConfiguration,
+        name: "MutatingWebhookConfiguration",
+        group: "admissionregistration.k8s.io",
+        versions: &["v1"],
+        plural: "mutatingwebhookconfigurations",
+        namespaced: false,
+        changes_reviewed: false,
+        read: |v| {
+            read_json::<WebhookConfiguration>(v).map(|c| {
+                MeshObject::Webhooks(ObjectKind::MutatingWebhookConfiguration, Box::new(c))
+            })
+        },
+    },
+    KindInfo {
+        kind: ObjectKind::ValidatingWebhookConfiguration,
+        name: "ValidatingWebhookConfiguration",
+        group: "admissionregistration.k8s.io",
+        versions: &["v1"],
+        plural: "validatingwebhookconfigurations",
+        namespaced: false,
+        changes_reviewed: false,
+        read: |v| {
+            read_json::<WebhookConfiguration>(v).map(|c| {
+                MeshObject::Webhooks(ObjectKind::ValidatingWebhookConfiguration, Box::new(c))
+            })
+        },
+    },
+    KindInfo {
+        kind: ObjectKind::APIService,
+        name: "APIService",
+        group: "apiregistration.k8s.io",
+        versions: &["v1"],
+        plural: "apiservices",
+        namespaced: false,
+        changes_reviewed: false,
+        read: |v| read_json::<ApiService>(v).map(|s| MeshObject::APIService(Box::new(s))),
     },
 ];
 

@@ -5,6 +5,7 @@
 //! is also kept as raw JSON, because the mutating webhook must patch it without
 //! dropping fields this model does not know.
 
+pub mod backend;
 mod destination_rule;
 pub mod gateway;
 mod kind;

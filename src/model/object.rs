@@ -1,5 +1,6 @@
 //! One enum over every kind of object the snapshot holds, read from JSON.
 
+use super::backend::{ApiService, WebhookConfiguration};
 use super::gateway::{Gateway, GatewayClass, ReferenceGrant, Route, RouteKind};
 use super::{AuthPolicy, DestinationRule, ObjectKind, PeerAuthentication};
 use k8s_openapi::api::core::v1::{Namespace, Service};
@@ -25,6 +26,9 @@ pub enum MeshObject {
     Gateway(Box<Gateway>),
     GatewayClass(Box<GatewayClass>),
     ReferenceGrant(Box<ReferenceGrant>),
+    /// A Mutating- or ValidatingWebhookConfiguration (the kind says which).
+    Webhooks(ObjectKind, Box<WebhookConfiguration>),
+    APIService(Box<ApiService>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,8 @@ impl MeshObject {
             MeshObject::Gateway(g) => &g.metadata,
             MeshObject::GatewayClass(c) => &c.metadata,
             MeshObject::ReferenceGrant(g) => &g.metadata,
+            MeshObject::Webhooks(_, c) => &c.metadata,
+            MeshObject::APIService(s) => &s.metadata,
         }
     }
 
@@ -95,6 +101,8 @@ impl MeshObject {
             MeshObject::Gateway(_) => ObjectKind::Gateway,
             MeshObject::GatewayClass(_) => ObjectKind::GatewayClass,
             MeshObject::ReferenceGrant(_) => ObjectKind::ReferenceGrant,
+            MeshObject::Webhooks(kind, _) => *kind,
+            MeshObject::APIService(_) => ObjectKind::APIService,
         }
     }
 }

@@ -10,10 +10,12 @@
 //! root namespace's PeerAuthentications and ingress gateway) are looked up at
 //! decision time, so a change to them touches nothing else.
 
+mod backends;
 mod entries;
 mod namespace;
 mod rules;
 
+pub use backends::Backend;
 pub use entries::{
     PeerAuthEntry, PolicyEntry, PolicyTargetEntry, ServiceEntry, ServicePortEntry, TargetPort,
     INGRESS_EXPOSED_ANNOTATION,
@@ -46,6 +48,8 @@ pub struct Snapshot {
     gateway: Arc<GatewayIndex>,
     /// DestinationRules by the services their hosts can name.
     rule_targets: RuleTargets,
+    /// The Services webhook configurations and APIServices call (contract section 8).
+    backends: backends::Backends,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -167,6 +171,12 @@ impl Snapshot {
                 .gateway_classes
                 .insert(name)
                 .is_some(),
+            MeshObject::Webhooks(..) | MeshObject::APIService(_) => {
+                let called = backends::backends_of(&obj).unwrap_or_default();
+                self.backends
+                    .insert((kind, name), Arc::new(called))
+                    .is_some()
+            }
         };
         self.count(kind, existed, true);
     }
@@ -192,6 +202,9 @@ impl Snapshot {
             }
             ObjectKind::IngressClass => self.set_class(name, None),
             ObjectKind::Namespace => self.set_namespace(name, None),
+            ObjectKind::MutatingWebhookConfiguration
+            | ObjectKind::ValidatingWebhookConfiguration
+            | ObjectKind::APIService => self.backends.remove(&(kind, name.to_string())).is_some(),
             ObjectKind::Policy
             | ObjectKind::PeerAuthentication
             | ObjectKind::DestinationRule
@@ -268,6 +281,14 @@ impl Snapshot {
                 .gateway_classes
                 .iter()
                 .map(|n| (String::new(), n.clone()))
+                .collect(),
+            ObjectKind::MutatingWebhookConfiguration
+            | ObjectKind::ValidatingWebhookConfiguration
+            | ObjectKind::APIService => self
+                .backends
+                .keys()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, n)| (String::new(), n.clone()))
                 .collect(),
             ObjectKind::Namespace => self
                 .namespaces
@@ -501,6 +522,11 @@ impl Snapshot {
         self.rule_targets
             .for_namespace(namespace)
             .filter_map(|(ns, name)| self.rule(ns, name))
+    }
+
+    /// Every Service port a webhook configuration or APIService calls, by caller.
+    pub fn backends(&self) -> impl Iterator<Item = &Backend> {
+        self.backends.values().flat_map(|b| b.iter())
     }
 
     /// The Gateway API part: which Service ports routes attached to Gateways reach.

@@ -283,7 +283,13 @@ impl NamespaceIndex {
                 .filter(|(k, _)| *k == kind)
                 .map(|(_, n)| n.clone())
                 .collect(),
-            K::MeshPolicy | K::IngressClass | K::Namespace | K::GatewayClass => Vec::new(),
+            K::MeshPolicy
+            | K::IngressClass
+            | K::Namespace
+            | K::GatewayClass
+            | K::MutatingWebhookConfiguration
+            | K::ValidatingWebhookConfiguration
+            | K::APIService => Vec::new(),
         }
     }
 }
