@@ -170,6 +170,16 @@ mod tests {
             ("Ingress", "networking.k8s.io/v1"),
             ("IngressClass", "networking.k8s.io/v1"),
             ("Namespace", "v1"),
+            // The backends of section 8, served by every cluster.
+            (
+                "MutatingWebhookConfiguration",
+                "admissionregistration.k8s.io/v1",
+            ),
+            (
+                "ValidatingWebhookConfiguration",
+                "admissionregistration.k8s.io/v1",
+            ),
+            ("APIService", "apiregistration.k8s.io/v1"),
             ("ConfigMap", "v1"),
         ]
         .iter()
