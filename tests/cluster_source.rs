@@ -7,7 +7,7 @@ mod server_support;
 
 use cluster_support::*;
 use mtls_guard::model::ObjectKind;
-use mtls_guard::server::{SnapshotSource, Unsynced};
+use mtls_guard::server::Unsynced;
 use mtls_guard::source::ClusterConfig;
 use serde_json::Value;
 use server_support::*;
@@ -30,30 +30,8 @@ async fn start(api: &ApiServer, tweak: impl FnOnce(&mut ClusterConfig)) -> TestS
     start_with(api, tweak, Unsynced::Deny).await
 }
 
-async fn start_with(
-    api: &ApiServer,
-    tweak: impl FnOnce(&mut ClusterConfig),
-    unsynced: Unsynced,
-) -> TestServer {
-    let mut config = ClusterConfig::new(api.client());
-    tweak(&mut config);
-    TestServer::start_with(SnapshotSource::Cluster(Box::new(config)), |c| {
-        c.unsynced = unsynced;
-    })
-    .await
-}
-
 async fn ready(server: &TestServer) -> bool {
     wait_for_status(&server.admin_url("/readyz"), 200, 300).await
-}
-
-async fn readyz(server: &TestServer) -> (u16, String) {
-    let resp = plain_client()
-        .get(server.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
 /// Polls `/readyz` until its body contains `text` (bounded).
@@ -73,15 +51,6 @@ async fn metric(server: &TestServer, sample: &str, value: f64) -> bool {
     wait_for_metric_at(&server.admin_url("/metrics"), sample, value).await
 }
 
-fn count(server: &TestServer, kind: ObjectKind) -> usize {
-    server
-        .handle
-        .snapshots()
-        .current()
-        .and_then(|view| view.snapshot.counts().get(&kind).copied())
-        .unwrap_or(0)
-}
-
 async fn wait_count(server: &TestServer, kind: ObjectKind, n: usize) -> bool {
     for _ in 0..300 {
         if count(server, kind) == n {
@@ -90,17 +59,6 @@ async fn wait_count(server: &TestServer, kind: ObjectKind, n: usize) -> bool {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
-}
-
-async fn validate(server: &TestServer, number: &str) -> Value {
-    let (status, answer) = post(
-        &server.client(),
-        &server.url("/validate"),
-        review_body(number),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
-    answer
 }
 
 fn events(kind: &str, kind_type: &str) -> String {

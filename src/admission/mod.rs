@@ -174,7 +174,7 @@ pub fn review(
 }
 
 /// Answers a review while there is no snapshot to judge against (the cluster is
-/// still being listed): a request that would be judged is denied with `reason`,
+/// still being listed, or a watch has been lost past the grace period): a request that would be judged is denied with `reason`,
 /// or with `allow` let through with a warning; the others are allowed as usual.
 pub fn review_unsynced(settings: &Settings, body: &[u8], allow: bool, reason: &str) -> Reviewed {
     respond(body, |request| {

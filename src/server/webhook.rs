@@ -159,20 +159,33 @@ async fn handle(state: &WebhookState, endpoint: Endpoint, req: Request) -> Respo
             );
         }
     };
+    // In cluster mode, a watch failing past the grace period may have left the
+    // snapshot stale: answered as before the first sync, not judged.
+    let lost = state.store.cluster().map(|c| c.lost()).unwrap_or_default();
     let reviewed = match state.store.current() {
-        Some(view) => admission::review(&view.snapshot, &view.settings, endpoint, &body),
-        None => match state.store.cluster() {
+        Some(view) if lost.is_empty() => {
+            admission::review(&view.snapshot, &view.settings, endpoint, &body)
+        }
+        current => match state.store.cluster() {
             Some(cluster) => {
-                let pending = cluster.pending();
-                let waiting = if pending.is_empty() {
-                    "publishing the first snapshot".to_string()
+                let reason = if current.is_some() {
+                    format!(
+                        "mtls-guard has lost its watch of the cluster and cannot judge this \
+                         against its current state ({}); retry in a moment",
+                        lost.join("; ")
+                    )
                 } else {
-                    format!("not listed yet: {}", pending.join(", "))
+                    let pending = cluster.pending();
+                    let waiting = if pending.is_empty() {
+                        "publishing the first snapshot".to_string()
+                    } else {
+                        format!("not listed yet: {}", pending.join(", "))
+                    };
+                    format!(
+                        "mtls-guard is still syncing with the cluster and cannot judge this yet \
+                         ({waiting}); retry in a moment"
+                    )
                 };
-                let reason = format!(
-                    "mtls-guard is still syncing with the cluster and cannot judge this yet \
-                     ({waiting}); retry in a moment"
-                );
                 let allow = state.unsynced == Unsynced::Allow;
                 admission::review_unsynced(&state.settings, &body, allow, &reason)
             }

@@ -7,8 +7,13 @@
 //! discovery) has a queue of replies. When it runs dry, a list or discovery
 //! request gets the last reply again, and a watch stays open with nothing to
 //! say, as a real server's does between events. Paths with no route get the
-//! captured plain-text 404 of an API that is not served.
+//! captured plain-text 404 of an API that is not served. The server can also be
+//! made unreachable (every request fails to connect) and drop a watch's
+//! connection mid-stream.
 #![allow(dead_code)]
+
+mod running;
+pub use running::*;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -17,12 +22,12 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, StreamBody};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
-use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
-type Body = UnsyncBoxBody<Bytes, Infallible>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 pub fn apiserver_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/apiserver")
@@ -109,10 +114,17 @@ pub enum Reply {
     Captured(&'static str),
     /// A body derived from a captured one (said where used), 200 JSON.
     Json(Value),
+    /// A JSON body derived from a captured one (said where used), with this status.
+    Status(u16, Value),
     /// A watch stream: these lines, then the end of the stream.
     Lines(Vec<String>),
     /// A watch stream: these lines, then what the test sends, until it drops the sender.
     Live(Vec<String>, mpsc::UnboundedReceiver<String>),
+    /// A watch stream: these lines, then what the test sends; when it drops the
+    /// sender, the connection breaks (a body error, as a reset connection gives).
+    Dropped(Vec<String>, mpsc::UnboundedReceiver<String>),
+    /// A watch stream that stays open with nothing to say.
+    Quiet,
     /// The reply, once the test opens the gate.
     Gated(oneshot::Receiver<()>, Box<Reply>),
 }
@@ -122,6 +134,7 @@ impl Reply {
         match self {
             Reply::Captured(n) => Some(Reply::Captured(n)),
             Reply::Json(v) => Some(Reply::Json(v.clone())),
+            Reply::Status(code, v) => Some(Reply::Status(*code, v.clone())),
             _ => None,
         }
     }
@@ -190,6 +203,8 @@ struct State {
     routes: HashMap<(String, Mode), Route>,
     log: Vec<String>,
     handlers: Vec<Handler>,
+    /// Every request fails to connect (and is not logged).
+    unreachable: bool,
 }
 
 /// The stand-in API server; clones share it.
@@ -267,6 +282,20 @@ impl ApiServer {
         self.state.lock().unwrap().handlers.push(Arc::new(handler));
     }
 
+    /// From now on, every request fails as a refused connection does (`false`:
+    /// answered again).
+    pub fn set_unreachable(&self, unreachable: bool) {
+        self.state.lock().unwrap().unreachable = unreachable;
+    }
+
+    /// A watch of `path` that streams what the test sends from now on, and breaks
+    /// the connection when the sender is dropped.
+    pub fn droppable_watch(&self, path: &str) -> mpsc::UnboundedSender<String> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.push(path, Mode::Watch, Reply::Dropped(Vec::new(), rx));
+        tx
+    }
+
     /// Every request so far, as `GET path?query`.
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().log.clone()
@@ -285,7 +314,16 @@ impl ApiServer {
         let this = self.clone();
         let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
             let this = this.clone();
-            async move { Ok::<_, Infallible>(this.answer(req).await) }
+            async move {
+                if this.state.lock().unwrap().unreachable {
+                    let refused = std::io::Error::new(
+                        std::io::ErrorKind::ConnectionRefused,
+                        "connection refused (stand-in API server unreachable)",
+                    );
+                    return Err(BoxError::from(refused));
+                }
+                Ok(this.answer(req).await)
+            }
         });
         kube::Client::new(service, "default")
     }
@@ -357,7 +395,7 @@ impl ApiServer {
         let reply = match (reply, mode) {
             (Some(reply), _) => reply,
             // A watch with nothing to say stays open.
-            (None, Mode::Watch) => Reply::Live(Vec::new(), mpsc::unbounded_channel().1),
+            (None, Mode::Watch) => Reply::Quiet,
             // What the API server answers for a group version it does not serve.
             (None, _) => Reply::Captured("25"),
         };
@@ -373,6 +411,9 @@ fn respond(reply: Reply) -> futures::future::BoxFuture<'static, http::Response<B
                 full(status, &content_type, fixture_bytes(number))
             }
             Reply::Json(value) => full(200, "application/json", value.to_string().into_bytes()),
+            Reply::Status(code, value) => {
+                full(code, "application/json", value.to_string().into_bytes())
+            }
             Reply::Lines(lines) => {
                 let frames = futures::stream::iter(lines.into_iter().map(frame));
                 stream(frames.boxed())
@@ -385,6 +426,24 @@ fn respond(reply: Reply) -> futures::future::BoxFuture<'static, http::Response<B
                 });
                 stream(head.chain(tail).boxed())
             }
+            Reply::Dropped(lines, rx) => {
+                let head = futures::stream::iter(lines.into_iter().map(frame));
+                let tail = futures::stream::unfold(Some(rx), |rx| async move {
+                    let mut rx = rx?;
+                    match rx.recv().await {
+                        Some(line) => Some((frame(line), Some(rx))),
+                        None => {
+                            let reset = std::io::Error::new(
+                                std::io::ErrorKind::ConnectionReset,
+                                "connection reset by peer (stand-in API server)",
+                            );
+                            Some((Err(BoxError::from(reset)), None))
+                        }
+                    }
+                });
+                stream(head.chain(tail).boxed())
+            }
+            Reply::Quiet => stream(futures::stream::pending().boxed()),
             Reply::Gated(gate, reply) => {
                 let _ = gate.await;
                 respond(*reply).await
@@ -393,7 +452,7 @@ fn respond(reply: Reply) -> futures::future::BoxFuture<'static, http::Response<B
     })
 }
 
-fn frame(line: String) -> Result<Frame<Bytes>, Infallible> {
+fn frame(line: String) -> Result<Frame<Bytes>, BoxError> {
     Ok(Frame::data(Bytes::from(line + "\n")))
 }
 
@@ -403,14 +462,14 @@ fn full(status: u16, content_type: &str, body: Vec<u8>) -> http::Response<Body> 
         .header(http::header::CONTENT_TYPE, content_type)
         .body(
             http_body_util::Full::new(Bytes::from(body))
-                .map_err(|e: Infallible| match e {})
+                .map_err(|e| match e {})
                 .boxed_unsync(),
         )
         .unwrap()
 }
 
 fn stream(
-    frames: futures::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>,
+    frames: futures::stream::BoxStream<'static, Result<Frame<Bytes>, BoxError>>,
 ) -> http::Response<Body> {
     http::Response::builder()
         .status(200)

@@ -1,9 +1,11 @@
 //! What the cluster source knows about each watch: whether its API is served,
 //! whether it has been listed, and whether its watch works. `/readyz` and the
-//! `--unsynced` answers read it.
+//! `--unsynced` answers read it; every review asks whether a watch is lost
+//! ([`ClusterStatus::lost`]), which costs an atomic load while none is.
 
 use super::kinds::Watched;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,10 +25,9 @@ struct KindState {
     served: Served,
     /// Listed once since start (a missing API counts as listed, empty).
     listed: bool,
-    /// The watch has failed since then, without a successful event since.
+    /// The watch has failed since then, without a successful list, watch
+    /// request or event since.
     down_since: Option<Instant>,
-    /// The watch's last error.
-    last_error_at: Option<Instant>,
     /// The last error of the watch, as logged.
     error: Option<String>,
 }
@@ -42,8 +43,13 @@ struct Inner {
 #[derive(Debug)]
 pub struct ClusterStatus {
     inner: Mutex<Inner>,
-    /// How long a watch may fail before `/readyz` says so.
+    /// How long a watch may fail before `/readyz` fails and reviews are no
+    /// longer judged.
     grace: Duration,
+    /// When (nanoseconds after `epoch`) the first failing watch passes the grace
+    /// period; `u64::MAX` when no watch is failing. Kept under `inner`'s lock.
+    lost_from: AtomicU64,
+    epoch: Instant,
 }
 
 impl ClusterStatus {
@@ -57,7 +63,6 @@ impl ClusterStatus {
                         served: Served::Unknown,
                         listed: false,
                         down_since: None,
-                        last_error_at: None,
                         error: None,
                     },
                 )
@@ -70,6 +75,8 @@ impl ClusterStatus {
                 kinds,
             }),
             grace,
+            lost_from: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
         }
     }
 
@@ -77,12 +84,18 @@ impl ClusterStatus {
         f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn with_kind(&self, kind: Watched, f: impl FnOnce(&mut KindState)) {
+    /// Changes the state of `kind`, then recomputes when a watch will be lost.
+    fn with_kind<T: Default>(&self, kind: Watched, f: impl FnOnce(&mut KindState) -> T) -> T {
         self.with(|inner| {
-            if let Some(state) = inner.kinds.get_mut(&kind) {
-                f(state);
-            }
-        });
+            let out = inner.kinds.get_mut(&kind).map(f).unwrap_or_default();
+            let first_down = inner.kinds.values().filter_map(|s| s.down_since).min();
+            let from = first_down.map_or(u64::MAX, |since| {
+                let at = since.saturating_duration_since(self.epoch) + self.grace;
+                u64::try_from(at.as_nanos()).unwrap_or(u64::MAX)
+            });
+            self.lost_from.store(from, Ordering::Release);
+            out
+        })
     }
 
     pub(super) fn discovery_done(&self) {
@@ -105,7 +118,6 @@ impl ClusterStatus {
         self.with_kind(kind, |state| {
             if served == Served::Missing {
                 state.down_since = None;
-                state.last_error_at = None;
                 state.error = None;
             }
             state.served = served;
@@ -126,15 +138,17 @@ impl ClusterStatus {
         self.with_kind(kind, |state| state.listed = true);
     }
 
-    /// The watch of `kind` (at `api_version`) delivered an event or a list.
-    pub(super) fn up(&self, kind: Watched, api_version: &str) {
+    /// The watch of `kind` (at `api_version`) delivered an event or a list, or
+    /// its watch request was answered. Returns how long it had been failing, if
+    /// it was (to be logged).
+    pub(super) fn up(&self, kind: Watched, api_version: &str) -> Option<Duration> {
         self.with_kind(kind, |state| {
-            state.down_since = None;
             state.error = None;
             if state.served != Served::At(api_version.to_string()) {
                 state.served = Served::At(api_version.to_string());
             }
-        });
+            state.down_since.take().map(|since| since.elapsed())
+        })
     }
 
     /// The watch of `kind` found its API not served (404); returns whether that
@@ -145,7 +159,6 @@ impl ClusterStatus {
             new = state.served != Served::Missing;
             state.served = Served::Missing;
             state.down_since = None;
-            state.last_error_at = None;
             state.error = None;
         });
         new
@@ -155,11 +168,7 @@ impl ClusterStatus {
     pub(super) fn down(&self, kind: Watched, error: String) -> bool {
         let mut new = false;
         self.with_kind(kind, |state| {
-            let now = Instant::now();
-            if !state.failing() {
-                state.down_since = Some(now);
-            }
-            state.last_error_at = Some(now);
+            state.down_since.get_or_insert_with(Instant::now);
             new = state.error.as_deref() != Some(error.as_str());
             state.error = Some(error);
         });
@@ -173,7 +182,7 @@ impl ClusterStatus {
             inner
                 .kinds
                 .get(&kind)
-                .is_some_and(|s| s.listed && !s.failing())
+                .is_some_and(|s| s.listed && s.down_since.is_none())
         })
     }
 
@@ -198,41 +207,50 @@ impl ClusterStatus {
     /// listed yet, or a watch failing for longer than the grace period.
     pub fn not_ready(&self) -> Vec<String> {
         self.with(|inner| {
-            let mut out = Vec::new();
             if !inner.discovered {
-                out.push(match &inner.discovery_error {
+                return vec![match &inner.discovery_error {
                     Some(e) => format!("API discovery has not succeeded yet: {e}"),
                     None => "waiting for API discovery".to_string(),
-                });
-                return out;
+                }];
             }
-            for (kind, state) in &inner.kinds {
-                if !state.listed {
-                    out.push(format!("not listed yet: {}", describe(*kind, state)));
-                } else if let Some(since) = state.down_since.filter(|_| state.failing()) {
-                    let down = since.elapsed();
-                    if down >= self.grace {
-                        out.push(format!(
-                            "watch lost for {}s: {}",
-                            down.as_secs(),
-                            describe(*kind, state)
-                        ));
-                    }
-                }
-            }
+            let mut out: Vec<String> = inner
+                .kinds
+                .iter()
+                .filter(|(_, s)| !s.listed)
+                .map(|(kind, s)| format!("not listed yet: {}", describe(*kind, s)))
+                .collect();
+            out.extend(self.lost_in(inner));
             out
         })
     }
-}
 
-/// A watch that has not failed for this long is taken to work again, even if no
-/// event came (a quiet kind): kube-runtime's backoff retries at least every 30 s,
-/// and a connection attempt gives up within about as long.
-const RECOVERY: Duration = Duration::from_secs(90);
+    /// The watches of listed kinds failing for longer than the grace period:
+    /// the published snapshot may be stale, so reviews are answered per
+    /// `--unsynced` rather than judged. Cheap (an atomic load) while none is.
+    pub fn lost(&self) -> Vec<String> {
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if now < self.lost_from.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        self.with(|inner| self.lost_in(inner))
+    }
 
-impl KindState {
-    fn failing(&self) -> bool {
-        self.down_since.is_some() && self.last_error_at.is_some_and(|t| t.elapsed() < RECOVERY)
+    fn lost_in(&self, inner: &Inner) -> Vec<String> {
+        inner
+            .kinds
+            .iter()
+            .filter(|(_, s)| s.listed)
+            .filter_map(|(kind, state)| {
+                let down = state.down_since?.elapsed();
+                (down >= self.grace).then(|| {
+                    format!(
+                        "watch lost for {}s: {}",
+                        down.as_secs(),
+                        describe(*kind, state)
+                    )
+                })
+            })
+            .collect()
     }
 }
 

@@ -1,6 +1,8 @@
 //! One kind's watch: kube-runtime's [`watcher`] (list, then watch; re-list after
 //! a 410 or a dropped stream; the default backoff after errors), its events
-//! turned into [`Change`]s for the index.
+//! turned into [`Change`]s for the index. The watcher says nothing when a watch
+//! request succeeds again after an error, and a quiet kind may send no event for
+//! long: its client tells [`ClusterStatus`] when a watch request is answered.
 
 use super::kinds::{Watched, MESH_CONFIG_MAP};
 use super::mesh::MeshConfig;
@@ -13,6 +15,7 @@ use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
 use serde_json::Value;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// An object of a watched kind, read. (Moved once through a channel: not worth
@@ -56,6 +59,7 @@ pub(super) async fn run(
     tx: mpsc::Sender<Change>,
     status: Arc<ClusterStatus>,
 ) {
+    let client = observed(client, status.clone(), kind, resource.api_version.clone());
     let (api, config) = match kind {
         Watched::MeshConfig => (
             Api::<DynamicObject>::namespaced_with(client, &istio_namespace, &resource),
@@ -73,64 +77,118 @@ pub(super) async fn run(
             what,
         })
     };
-    let mut listed = Vec::new();
-    let mut stream = watcher(api, config).default_backoff().boxed();
-    while let Some(item) = stream.next().await {
-        let event = match item {
-            Ok(event) => event,
-            Err(error) => {
-                let message = describe_error(&error, &resource, kind, &istio_namespace);
-                match api_status(&error).map(|(code, _)| code) {
-                    // Routine: kube-runtime re-lists.
-                    Some(410) => tracing::info!(kind = %kind, error = %message, "watch"),
-                    // The API went away (a CRD deleted): its objects went with it.
-                    Some(404) => {
-                        if status.not_served(kind) {
-                            tracing::warn!(kind = %kind, error = %message, "watch");
+    let mut restart = RESTART_MIN;
+    // After a 404 the kind is emptied, but kube-runtime's watcher would go on
+    // watching from the resourceVersion it had, and never list again: were the API
+    // back with its objects (an API server restarting serves 404 for a CRD until
+    // it has loaded it), the kind would stay empty. A new watcher lists first.
+    loop {
+        let mut listed = Vec::new();
+        let mut stream = watcher(api.clone(), config.clone())
+            .default_backoff()
+            .boxed();
+        while let Some(item) = stream.next().await {
+            let event = match item {
+                Ok(event) => event,
+                Err(error) => {
+                    let message = describe_error(&error, &resource, kind, &istio_namespace);
+                    match api_status(&error).map(|(code, _)| code) {
+                        // Routine: kube-runtime re-lists.
+                        Some(410) => tracing::info!(kind = %kind, error = %message, "watch"),
+                        // The API went away (a CRD deleted): its objects went with it.
+                        Some(404) => {
+                            if status.not_served(kind) {
+                                tracing::warn!(kind = %kind, error = %message, "watch");
+                                if send(What::Reset(Vec::new())).await.is_err() {
+                                    return;
+                                }
+                            }
+                            break;
                         }
-                        if send(What::Reset(Vec::new())).await.is_err() {
-                            return;
+                        _ => {
+                            if status.down(kind, message.clone()) {
+                                tracing::error!(kind = %kind, error = %message, "watch failed; retrying with backoff");
+                            }
                         }
                     }
-                    _ => {
-                        if status.down(kind, message.clone()) {
-                            tracing::error!(kind = %kind, error = %message, "watch failed; retrying with backoff");
-                        }
+                    continue;
+                }
+            };
+            let what = match event {
+                Event::Init => {
+                    listed.clear();
+                    continue;
+                }
+                Event::InitApply(object) => {
+                    if let Some(obj) = read(kind, &resource, object) {
+                        listed.push(obj);
+                    }
+                    continue;
+                }
+                Event::InitDone => {
+                    restart = RESTART_MIN;
+                    What::Reset(std::mem::take(&mut listed))
+                }
+                Event::Apply(object) => {
+                    let (namespace, name) = identity(&object);
+                    match read(kind, &resource, object) {
+                        Some(obj) => What::Apply(obj),
+                        // What the index knew of it is no longer true: drop it.
+                        None => What::Delete { namespace, name },
                     }
                 }
-                continue;
-            }
-        };
-        let what = match event {
-            Event::Init => {
-                listed.clear();
-                continue;
-            }
-            Event::InitApply(object) => {
-                if let Some(obj) = read(kind, &resource, object) {
-                    listed.push(obj);
+                Event::Delete(object) => {
+                    let (namespace, name) = identity(&object);
+                    What::Delete { namespace, name }
                 }
-                continue;
+            };
+            if let Some(down) = status.up(kind, &resource.api_version) {
+                recovered(kind, down);
             }
-            Event::InitDone => What::Reset(std::mem::take(&mut listed)),
-            Event::Apply(object) => {
-                let (namespace, name) = identity(&object);
-                match read(kind, &resource, object) {
-                    Some(obj) => What::Apply(obj),
-                    // What the index knew of it is no longer true: drop it.
-                    None => What::Delete { namespace, name },
-                }
+            if send(what).await.is_err() {
+                return;
             }
-            Event::Delete(object) => {
-                let (namespace, name) = identity(&object);
-                What::Delete { namespace, name }
-            }
-        };
-        status.up(kind, &resource.api_version);
-        if send(what).await.is_err() {
-            return;
         }
+        tokio::time::sleep(restart).await;
+        restart = (restart * 2).min(RESTART_MAX);
     }
+}
+
+/// How long a watch whose API answered 404 waits before it lists again, doubling
+/// while the API stays away (kube-runtime's own backoff has the same bounds).
+const RESTART_MIN: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(30);
+
+fn recovered(kind: Watched, down: Duration) {
+    tracing::info!(kind = %kind, failed_for_s = down.as_secs(), "watch works again");
+}
+
+/// `client`, telling `status` when a watch request of `kind` is answered 2xx (the
+/// watch runs again, even if no event comes).
+fn observed(
+    client: kube::Client,
+    status: Arc<ClusterStatus>,
+    kind: Watched,
+    api_version: String,
+) -> kube::Client {
+    let default_namespace = client.default_namespace().to_string();
+    let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+        let (client, status, api_version) = (client.clone(), status.clone(), api_version.clone());
+        async move {
+            let watch = request
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+            let response = client.send(request).await?;
+            if watch && response.status().is_success() {
+                if let Some(down) = status.up(kind, &api_version) {
+                    recovered(kind, down);
+                }
+            }
+            Ok::<_, kube::Error>(response)
+        }
+    });
+    kube::Client::new(service, default_namespace)
 }
 
 fn identity(object: &DynamicObject) -> (String, String) {
@@ -208,7 +266,7 @@ fn describe_error(
             )
         }
         Some((404, _)) => format!(
-            "{} is not served (404): treated as empty until discovery finds it again",
+            "{} is not served (404): treated as empty, listed again until it is served",
             resource.api_version
         ),
         Some((410, message)) => format!("resource version expired (410), re-listing: {message}"),
