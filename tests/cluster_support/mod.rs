@@ -13,6 +13,7 @@
 #![allow(dead_code)]
 
 mod running;
+#[allow(unused_imports)] // Not every test file drives the server.
 pub use running::*;
 
 use bytes::Bytes;
