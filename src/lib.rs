@@ -2,7 +2,7 @@
 //! policies, at admission time.
 //!
 //! The pure core ([`snapshot`], [`decision`], [`enforcement`], [`patch`], [`admission`],
-//! the planning of [`reconcile`])
+//! [`audit`], the planning of [`reconcile`])
 //! does no I/O; the edges ([`loader`], [`check`], [`source`], [`server`], [`certs`]) stay thin
 //! around it, and [`cli`] turns the command line into their plain options.
 //!
@@ -10,6 +10,7 @@
 //! in `docs/behaviour.md`, whose section numbers they follow.
 
 pub mod admission;
+pub mod audit;
 pub mod certs;
 pub mod check;
 pub mod cli;

@@ -700,3 +700,34 @@ fn invalid_tls_mode_is_its_own_error() {
     assert_eq!(item["location"], "spec.trafficPolicy.tls");
     assert_eq!(item["scopes"].as_array().unwrap().len(), 3);
 }
+
+/// `check --cluster` that cannot reach a cluster: unusable input (exit 2), saying why.
+#[test]
+fn cluster_that_cannot_be_reached_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing-kubeconfig");
+    let o = check(&["--cluster", "--kubeconfig", missing.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("mtls-guard check: error: reading the kubeconfig"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A kubeconfig whose server refuses connections (port 1 on the loopback).
+    let kubeconfig = write(
+        dir.path(),
+        "kubeconfig",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'http://127.0.0.1:1'}\n\
+         users:\n- name: u\n  user: {token: t}\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n",
+    );
+    let o = check(&["--cluster", "--kubeconfig", kubeconfig.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("mtls-guard check: error: API discovery failed"),
+        "{}",
+        stderr(&o)
+    );
+}

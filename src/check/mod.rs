@@ -2,9 +2,10 @@
 //! beside them, and print the findings like a linter.
 //!
 //! By role: `options` (what was asked), [`check`] here (loaded files -> a
-//! [`Report`], judging each rule), [`diagnose`] (one verdict -> its diagnostics,
-//! grouping findings that share a fix), `render` (text and JSON), and [`run`], the
-//! only part that reads files and prints. The output format, the codes and the exit
+//! [`Report`], judging each rule with [`judge_rule`], which the audit shares),
+//! [`diagnose`] (one verdict -> its diagnostics, grouping findings that share a
+//! fix), `render` (text and JSON), and [`run`], the only part that reads files or
+//! the cluster ([`check_cluster`], `--cluster`: the audit of the listed cluster) and prints. The output format, the codes and the exit
 //! codes are documented in docs/codes.md.
 //!
 //! Modes (contract section 6) are honoured as the webhook would: a rule's mode is its
@@ -19,13 +20,14 @@ mod render;
 mod run;
 
 pub use diagnose::{diagnose, Diagnostic, DiagnosticKind, Scope, Severity};
-pub use options::{CheckOptions, OutputFormat};
-pub use run::run;
+pub use options::{CheckOptions, ClusterTarget, OutputFormat};
+pub use render::STORED_ORIGIN;
+pub use run::{check_cluster, run};
 
 use crate::decision::judge;
 use crate::enforcement::{self, Mode};
 use crate::loader::{self, Loaded, Origin};
-use crate::model::ObjectRef;
+use crate::model::{DestinationRule, ObjectRef};
 use crate::patch;
 use crate::settings::Settings;
 use crate::snapshot::Snapshot;
@@ -42,7 +44,8 @@ pub const EXIT_INPUT: u8 = 2;
 /// Everything found about one DestinationRule.
 #[derive(Debug, Clone)]
 pub struct RuleReport {
-    pub origin: Origin,
+    /// Where the rule was read; `None` for a stored object (the cluster, the audit).
+    pub origin: Option<Origin>,
     pub rule: ObjectRef,
     /// The host as messages name it (the FQDN for one service).
     pub host: String,
@@ -96,26 +99,45 @@ pub fn check(loaded: &Loaded, settings: &Settings) -> Report {
             .namespace
             .as_deref()
             .unwrap_or(loader::DEFAULT_NAMESPACE);
-        let verdict = judge(&snapshot, settings, rule, namespace);
-        let mode = enforcement::mode_for(&snapshot, settings, &verdict.rule.namespace);
-        let plan = patch::plan(&verdict, &rule.spec);
-        let diagnostics = diagnose(&verdict, &rule.spec, &plan.changes, settings, mode);
-        let patch = if mode.enforces() {
-            plan.patch
-        } else {
-            json_patch::Patch(Vec::new())
-        };
-        report.rules.push(RuleReport {
-            origin: origin.clone(),
-            host: verdict.display_host(&settings.cluster_domain),
-            rule: verdict.rule.clone(),
-            mode,
-            diagnostics,
-            patch,
-            scopes: verdict.findings.len(),
-        });
+        report.rules.push(judge_rule(
+            &snapshot,
+            settings,
+            rule,
+            namespace,
+            Some(origin.clone()),
+        ));
     }
     report
+}
+
+/// One rule's findings, as `check` and the audit report them: judged in its
+/// namespace, in that namespace's mode, grouped by fix, with the patch the mutating
+/// webhook would send (`enforce` only).
+pub fn judge_rule(
+    snapshot: &Snapshot,
+    settings: &Settings,
+    rule: &DestinationRule,
+    namespace: &str,
+    origin: Option<Origin>,
+) -> RuleReport {
+    let verdict = judge(snapshot, settings, rule, namespace);
+    let mode = enforcement::mode_for(snapshot, settings, &verdict.rule.namespace);
+    let plan = patch::plan(&verdict, &rule.spec);
+    let diagnostics = diagnose(&verdict, &rule.spec, &plan.changes, settings, mode);
+    let patch = if mode.enforces() {
+        plan.patch
+    } else {
+        json_patch::Patch(Vec::new())
+    };
+    RuleReport {
+        origin,
+        host: verdict.display_host(&settings.cluster_domain),
+        rule: verdict.rule.clone(),
+        mode,
+        diagnostics,
+        patch,
+        scopes: verdict.findings.len(),
+    }
 }
 
 impl Report {

@@ -1,7 +1,7 @@
 //! Rendering a [`Report`]: the text lines with their summary, and the JSON array
 //! (both documented in docs/codes.md).
 
-use super::{DiagnosticKind, Report};
+use super::{DiagnosticKind, Report, RuleReport};
 use crate::enforcement::Mode;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -34,21 +34,22 @@ impl Report {
     pub fn render_text(&self, verbose: bool) -> String {
         let mut out = String::new();
         for r in &self.rules {
+            let origin = r.place();
             let subject = format!("DestinationRule {}/{}", r.rule.namespace, r.rule.name);
             if verbose && r.mode == Mode::Off {
-                let _ = writeln!(out, "{}: note {subject}: not checked: mode off", r.origin);
+                let _ = writeln!(out, "{origin}: note {subject}: not checked: mode off");
             } else if verbose && r.diagnostics.is_empty() {
                 let _ = writeln!(
                     out,
-                    "{}: ok {subject}: {}: {} scopes consistent",
-                    r.origin, r.host, r.scopes
+                    "{origin}: ok {subject}: {}: {} scopes consistent",
+                    r.host, r.scopes
                 );
             }
             for d in &r.diagnostics {
                 let _ = write!(
                     out,
-                    "{}: {} {} {subject}: {}",
-                    r.origin, d.severity, d.code, d.message
+                    "{origin}: {} {} {subject}: {}",
+                    d.severity, d.code, d.message
                 );
                 if let Some(fix) = &d.fix {
                     let _ = write!(out, " (fix: {fix})");
@@ -73,10 +74,10 @@ impl Report {
                     _ => Value::Null,
                 };
                 out.push(json!({
-                    "file": r.origin.path.display().to_string(),
-                    "line": r.origin.line,
-                    "document": r.origin.document + 1,
-                    "item": r.origin.item,
+                    "file": r.origin.as_ref().map(|o| o.path.display().to_string()),
+                    "line": r.origin.as_ref().and_then(|o| o.line),
+                    "document": r.origin.as_ref().map(|o| o.document + 1),
+                    "item": r.origin.as_ref().and_then(|o| o.item),
                     "severity": d.severity,
                     "code": d.code,
                     "kind": d.kind,
@@ -94,5 +95,18 @@ impl Report {
             }
         }
         Value::Array(out)
+    }
+}
+
+/// What a text line starts with for a rule that was not read from a file.
+pub const STORED_ORIGIN: &str = "cluster";
+
+impl RuleReport {
+    /// `FILE:LINE` of a rule read from a file; [`STORED_ORIGIN`] for a stored one.
+    fn place(&self) -> String {
+        match &self.origin {
+            Some(origin) => origin.to_string(),
+            None => STORED_ORIGIN.to_string(),
+        }
     }
 }

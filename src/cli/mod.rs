@@ -27,7 +27,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Judge the DestinationRules in YAML/JSON files against the policies beside them.
+    /// Judge the DestinationRules in YAML/JSON files against the policies beside them,
+    /// or (--cluster) the ones stored in a cluster.
     Check(CheckArgs),
     /// Serve the mutating and validating admission webhook over TLS.
     Serve(Box<ServeArgs>),
@@ -160,5 +161,48 @@ mod tests {
             options.settings.mesh_gateway_controllers,
             ["openshift.io/gateway-controller/v1", "example.com/mesh"]
         );
+    }
+
+    #[test]
+    fn check_reads_files_or_the_cluster() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["mtls-guard", "check"].iter().chain(args)).map(|cli| {
+                let Command::Check(args) = cli.command else {
+                    panic!("not check")
+                };
+                crate::check::CheckOptions::from(args)
+            })
+        };
+        let files = parse(&["-n", "shop", "files"]).unwrap();
+        assert_eq!(files.namespace, "shop");
+        assert!(files.cluster.is_none());
+        assert_eq!(parse(&["files"]).unwrap().namespace, "default");
+
+        let cluster = parse(&[
+            "--cluster",
+            "-n",
+            "bookinfo",
+            "--context",
+            "kind-dev",
+            "--auto-mtls=false",
+        ])
+        .unwrap();
+        let target = cluster.cluster.expect("--cluster");
+        assert_eq!(target.namespace.as_deref(), Some("bookinfo"));
+        assert_eq!(target.context.as_deref(), Some("kind-dev"));
+        assert_eq!(target.istio_namespace, "istio-system");
+        assert_eq!(target.overrides.auto_mtls, Some(false));
+        assert!(parse(&["--cluster"])
+            .unwrap()
+            .cluster
+            .unwrap()
+            .namespace
+            .is_none());
+
+        // Files or the cluster, one of them; kubeconfig flags only with --cluster.
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["--cluster", "files"]).is_err());
+        assert!(parse(&["--context", "x", "files"]).is_err());
+        assert!(parse(&["--cluster", "--allow-empty"]).is_err());
     }
 }

@@ -441,35 +441,6 @@ fn load_certificate(files: &TlsFiles, metrics: &Metrics) -> anyhow::Result<Loade
     Ok((initial_files, pair))
 }
 
-/// A client as kube-rs configures one: `--kubeconfig` (else `$KUBECONFIG`, else
-/// `~/.kube/config`) with `--context`, else the in-cluster ServiceAccount.
-async fn kube_client(
-    kubeconfig: Option<&std::path::Path>,
-    context: Option<&str>,
-) -> anyhow::Result<kube::Client> {
-    let options = kube::config::KubeConfigOptions {
-        context: context.map(str::to_string),
-        ..Default::default()
-    };
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &options)
-                .await
-                .with_context(|| format!("using the kubeconfig {}", path.display()))?
-        }
-        None if context.is_some() => kube::Config::from_kubeconfig(&options)
-            .await
-            .context("using the kubeconfig ($KUBECONFIG or ~/.kube/config)")?,
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig ($KUBECONFIG, ~/.kube/config) and not in a cluster")?,
-    };
-    tracing::info!(cluster_url = %config.cluster_url, "cluster mode: API server");
-    kube::Client::try_from(config).context("making the Kubernetes client")
-}
-
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).
 async fn termination() -> &'static str {
     #[cfg(unix)]
@@ -541,7 +512,8 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
         .as_ref()
         .map(|s| (s.dir.clone(), s.dir.join(certs::CA_CERT_FILE)));
     let source = if args.policies.is_empty() {
-        let client = kube_client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+        let client =
+            source::cluster::connect(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
         SnapshotSource::Cluster(Box::new(ClusterConfig {
             client,
             istio_namespace: args.istio_namespace,

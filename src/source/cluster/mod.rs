@@ -16,17 +16,20 @@
 pub mod discovery;
 mod kinds;
 mod mesh;
+mod once;
 mod status;
 mod watch;
 
 pub use kinds::{KindApi, Watched, MESH_CONFIG_MAP};
 pub use mesh::{effective, MeshConfig, MeshOverrides, ISTIO_AUTO_MTLS_DEFAULT};
+pub use once::{list_once, ListError};
 pub use status::{ClusterStatus, Served};
 pub use watch::{Change, Obj, What};
 
 use super::{EventType, SnapshotStore, SourceObserver, View};
 use crate::settings::Settings;
 use crate::snapshot::Snapshot;
+use anyhow::Context;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -369,4 +372,33 @@ impl Indexer {
         self.store.publish_view(view);
         self.dirty = false;
     }
+}
+
+/// A client as kube-rs configures one: `--kubeconfig` (else `$KUBECONFIG`, else
+/// `~/.kube/config`) with `--context`, else the in-cluster ServiceAccount.
+pub async fn connect(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> anyhow::Result<kube::Client> {
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &options)
+                .await
+                .with_context(|| format!("using the kubeconfig {}", path.display()))?
+        }
+        None if context.is_some() => kube::Config::from_kubeconfig(&options)
+            .await
+            .context("using the kubeconfig ($KUBECONFIG or ~/.kube/config)")?,
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig ($KUBECONFIG, ~/.kube/config) and not in a cluster")?,
+    };
+    tracing::info!(cluster_url = %config.cluster_url, "cluster mode: API server");
+    kube::Client::try_from(config).context("making the Kubernetes client")
 }

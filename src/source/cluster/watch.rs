@@ -60,16 +60,7 @@ pub(super) async fn run(
     status: Arc<ClusterStatus>,
 ) {
     let client = observed(client, status.clone(), kind, resource.api_version.clone());
-    let (api, config) = match kind {
-        Watched::MeshConfig => (
-            Api::<DynamicObject>::namespaced_with(client, &istio_namespace, &resource),
-            watcher::Config::default().fields(&format!("metadata.name={MESH_CONFIG_MAP}")),
-        ),
-        Watched::Mesh(_) => (
-            Api::<DynamicObject>::all_with(client, &resource),
-            watcher::Config::default(),
-        ),
-    };
+    let (api, config) = target(client, kind, &resource, &istio_namespace);
     let send = |what: What| {
         tx.send(Change {
             kind,
@@ -191,6 +182,26 @@ fn observed(
     kube::Client::new(service, default_namespace)
 }
 
+/// What the watch of `kind` lists and watches: every namespace, or the `istio`
+/// ConfigMap alone.
+pub(super) fn target(
+    client: kube::Client,
+    kind: Watched,
+    resource: &ApiResource,
+    istio_namespace: &str,
+) -> (Api<DynamicObject>, watcher::Config) {
+    match kind {
+        Watched::MeshConfig => (
+            Api::<DynamicObject>::namespaced_with(client, istio_namespace, resource),
+            watcher::Config::default().fields(&format!("metadata.name={MESH_CONFIG_MAP}")),
+        ),
+        Watched::Mesh(_) => (
+            Api::<DynamicObject>::all_with(client, resource),
+            watcher::Config::default(),
+        ),
+    }
+}
+
 fn identity(object: &DynamicObject) -> (String, String) {
     (
         object.metadata.namespace.clone().unwrap_or_default(),
@@ -199,7 +210,7 @@ fn identity(object: &DynamicObject) -> (String, String) {
 }
 
 /// Reads a watched object; one that does not fit the model is logged and skipped.
-fn read(kind: Watched, resource: &ApiResource, object: DynamicObject) -> Option<Obj> {
+pub(super) fn read(kind: Watched, resource: &ApiResource, object: DynamicObject) -> Option<Obj> {
     let (namespace, name) = identity(&object);
     let mut value = match serde_json::to_value(object) {
         Ok(value) => value,
@@ -234,7 +245,7 @@ fn read(kind: Watched, resource: &ApiResource, object: DynamicObject) -> Option<
     }
 }
 
-fn api_status(error: &watcher::Error) -> Option<(u16, &str)> {
+pub(super) fn api_status(error: &watcher::Error) -> Option<(u16, &str)> {
     match error {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
         | watcher::Error::WatchStartFailed(kube::Error::Api(s))
@@ -245,7 +256,7 @@ fn api_status(error: &watcher::Error) -> Option<(u16, &str)> {
 }
 
 /// The error as logged and shown by `/readyz`: a 403 names the RBAC rule to add.
-fn describe_error(
+pub(super) fn describe_error(
     error: &watcher::Error,
     resource: &ApiResource,
     kind: Watched,
