@@ -67,12 +67,38 @@ impl Findings {
     }
 
     /// The JSON body of `GET /audit`: every finding in `check --output json`'s
-    /// shape (the rule is the object; no file), the counts, the snapshot's notes,
-    /// and when the audit was computed.
-    pub fn to_json(&self, computed_at_unix: f64, duration_seconds: f64) -> Value {
+    /// shape (the rule is the object; no file) of `namespace` (all when `None`), the
+    /// counts of the whole audit, the snapshot's notes, and when it was computed.
+    pub fn to_json(
+        &self,
+        computed_at_unix: f64,
+        duration_seconds: f64,
+        namespace: Option<&str>,
+    ) -> Value {
         let c = &self.counts;
+        let findings = match namespace {
+            None => self.report.render_json(),
+            Some(ns) => Report {
+                rules: self
+                    .report
+                    .rules
+                    .iter()
+                    .filter(|r| r.rule.namespace == ns)
+                    .cloned()
+                    .collect(),
+                notes: Vec::new(),
+            }
+            .render_json(),
+        };
+        let at = time::OffsetDateTime::from_unix_timestamp_nanos((computed_at_unix * 1e9) as i128)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            });
         json!({
-            "computed_at": computed_at_unix,
+            "computed_at": at,
+            "computed_at_unix": computed_at_unix,
             "duration_seconds": duration_seconds,
             "summary": self.summary,
             "counts": {
@@ -85,7 +111,7 @@ impl Findings {
                 "rules_warn": c.rules_warn,
                 "rules_off": c.rules_off,
             },
-            "findings": self.report.render_json(),
+            "findings": findings,
             "notes": self.report.notes,
         })
     }
@@ -260,8 +286,13 @@ spec:
             !kept.contains(&"b-ok") && kept.contains(&"reviews"),
             "{kept:?}"
         );
-        let body = findings.to_json(1.5, 0.25);
-        assert_eq!(body["computed_at"], 1.5);
+        let body = findings.to_json(1.5, 0.25, None);
+        assert_eq!(body["computed_at"], "1970-01-01T00:00:01.5Z");
+        assert_eq!(body["computed_at_unix"], 1.5);
+        assert!(findings.to_json(1.5, 0.25, Some("other"))["findings"]
+            .as_array()
+            .unwrap()
+            .is_empty());
         assert_eq!(body["counts"]["rules"], 4);
         assert_eq!(
             body["findings"].as_array().unwrap().len(),

@@ -9,6 +9,7 @@ use mtls_guard::server::{SnapshotSource, BODY_LIMIT};
 use mtls_guard::snapshot::Snapshot;
 use serde_json::Value;
 use server_support::*;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn is_mutating(number: &str) -> bool {
@@ -138,10 +139,15 @@ async fn every_documented_series_exists_from_start_up() {
             _ => assert!(metric_value(&text, series).is_some(), "{series}\n{text}"),
         }
     }
+    // Families whose series come later (with the first finding) have their own section.
+    let later = documented_series(Some("Audit findings"));
     for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
         let name = family.split(' ').next().unwrap();
         assert!(
-            documented.iter().any(|(s, _)| s.starts_with(name)),
+            documented
+                .iter()
+                .chain(&later)
+                .any(|(s, _)| s.starts_with(name)),
             "{name} is exported but not in docs/metrics.md"
         );
     }
@@ -1018,5 +1024,180 @@ async fn changes_to_policies_are_reviewed_against_the_stored_rules() {
     let text = server.handle.metrics_text();
     let denied = "mtls_guard_reviews_total{endpoint=\"validate\",verdict=\"denied\",kind=\"PeerAuthentication\"}";
     assert_eq!(metric_value(&text, denied), Some(1.0), "{text}");
+    server.handle.stop().await;
+}
+
+/// Polls `GET /audit` until `done` holds for its JSON (bounded).
+async fn audit_until(server: &TestServer, done: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let resp = plain_client()
+            .get(server.admin_url("/audit"))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 200 {
+            last = resp.json().await.unwrap();
+            if done(&last) {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("/audit never got there; last: {last:#}");
+}
+
+fn codes_of(audit: &Value, rule: &str) -> Vec<String> {
+    audit["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["rule"]["name"] == rule)
+        .map(|f| f["code"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Issue 10: `serve --policies` audits the stored rules of the Bookinfo tutorial,
+/// before and after the exemption file is added: `GET /audit` and the gauge.
+#[tokio::test]
+async fn the_audit_follows_the_policy_files() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(examples.join("bookinfo")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let server =
+        TestServer::start_with(SnapshotSource::Files(vec![dir.path().to_path_buf()]), |c| {
+            c.policies_poll_interval = Duration::from_millis(50);
+            c.audit_delay = Duration::from_millis(100);
+        })
+        .await;
+    let metrics = server.admin_url("/metrics");
+
+    // Before: productpage would be patched to DISABLE (it is behind the Ingress),
+    // and Policy bookinfo/default still requires mTLS on its server side (MG206).
+    let before = audit_until(&server, |a| a["counts"]["rules"] == 4).await;
+    assert_eq!(
+        codes_of(&before, "productpage"),
+        ["MG103", "MG206"],
+        "{before:#}"
+    );
+    assert_eq!(
+        before["findings"].as_array().unwrap().len(),
+        2,
+        "{before:#}"
+    );
+    assert_eq!(
+        before["summary"],
+        "4 rules, 0 conflicts, 0 fills, 1 patches"
+    );
+    let patch = &before["findings"][0];
+    assert_eq!(
+        patch["rule"],
+        serde_json::json!({"namespace": "bookinfo", "name": "productpage"})
+    );
+    assert_eq!(
+        patch["scopes"],
+        serde_json::json!([{"port": 9080, "subset": null}, {"port": 9080, "subset": "v1"}])
+    );
+    assert_eq!(patch["required"], "DISABLE");
+    assert_eq!(
+        patch["fix"],
+        "set spec.trafficPolicy.tls.mode to DISABLE (was ISTIO_MUTUAL)"
+    );
+    assert!(
+        before["computed_at"].as_str().unwrap().ends_with('Z'),
+        "{before:#}"
+    );
+    let series =
+        |code: &str| format!("mtls_guard_audit_findings{{namespace=\"bookinfo\",code=\"{code}\"}}");
+    let text = server.handle.metrics_text();
+    assert_eq!(metric_value(&text, &series("MG103")), Some(1.0), "{text}");
+    assert_eq!(metric_value(&text, &series("MG206")), Some(1.0), "{text}");
+    assert_eq!(metric_value(&text, "mtls_guard_audit_rules"), Some(4.0));
+    // The documented family is there (docs/metrics.md, "Audit findings").
+    for (prefix, _) in documented_series(Some("Audit findings")) {
+        assert!(
+            text.lines().any(|l| l.starts_with(&prefix)),
+            "{prefix}\n{text}"
+        );
+    }
+
+    // Scrapes and reads do not audit again.
+    let runs = metric_value(&text, "mtls_guard_audit_runs_total").unwrap();
+    for _ in 0..5 {
+        let _ = plain_client().get(&metrics).send().await.unwrap();
+        let _ = plain_client()
+            .get(server.admin_url("/audit"))
+            .send()
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = server.handle.metrics_text();
+    assert_eq!(
+        metric_value(&text, "mtls_guard_audit_runs_total"),
+        Some(runs)
+    );
+
+    // After: the exemption Policy disable-mtls-productpage is added.
+    std::fs::copy(
+        examples.join("bookinfo-exemption/disable-mtls-productpage.yaml"),
+        dir.path().join("disable-mtls-productpage.yaml"),
+    )
+    .unwrap();
+    let after = audit_until(&server, |a| codes_of(a, "productpage") == ["MG103"]).await;
+    assert!(
+        after["findings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Policy bookinfo/disable-mtls-productpage exempts productpage"),
+        "{after:#}"
+    );
+    assert!(after["computed_at_unix"].as_f64() > before["computed_at_unix"].as_f64());
+    assert!(wait_for_metric_at(&metrics, &series("MG206"), 0.0).await);
+    assert!(wait_for_metric_at(&metrics, &series("MG103"), 1.0).await);
+    // One namespace's findings.
+    let none: Value = plain_client()
+        .get(server.admin_url("/audit?namespace=default"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none["findings"], serde_json::json!([]));
+    assert_eq!(none["counts"]["rules"], 4);
+    server.handle.stop().await;
+}
+
+/// A burst of published snapshots makes one audit, once they settle; before the
+/// first snapshot there is none (503).
+#[tokio::test]
+async fn a_burst_of_changes_is_audited_once() {
+    let server = TestServer::start_with(SnapshotSource::Deferred, |c| {
+        c.audit_delay = Duration::from_millis(400);
+    })
+    .await;
+    let resp = plain_client()
+        .get(server.admin_url("/audit"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let runs = |text: &str| metric_value(text, "mtls_guard_audit_runs_total");
+    assert_eq!(runs(&server.handle.metrics_text()), Some(0.0));
+    for _ in 0..10 {
+        server
+            .handle
+            .snapshots()
+            .publish(Snapshot::from_objects(bookinfo_objects()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let audit = audit_until(&server, |a| a["counts"]["rules"] == 0).await;
+    assert_eq!(audit["summary"], "0 rules, 0 conflicts, 0 fills, 0 patches");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(runs(&server.handle.metrics_text()), Some(1.0));
     server.handle.stop().await;
 }

@@ -1,8 +1,9 @@
-//! The admin port (plain HTTP): `/healthz`, `/readyz` and `/metrics`.
+//! The admin port (plain HTTP): `/healthz`, `/readyz`, `/metrics` and `/audit`.
 
+use super::audit::AuditCell;
 use super::metrics::{Metrics, CONTENT_TYPE};
 use crate::source::SnapshotStore;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -15,6 +16,7 @@ pub(crate) struct AdminState {
     pub metrics: Arc<Metrics>,
     /// The webhook's TLS listener is bound and accepting.
     pub listening: Arc<AtomicBool>,
+    pub audit: Arc<AuditCell>,
 }
 
 pub(crate) fn router(state: Arc<AdminState>) -> Router {
@@ -22,6 +24,7 @@ pub(crate) fn router(state: Arc<AdminState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/audit", get(audit))
         .with_state(state)
 }
 
@@ -61,4 +64,36 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct AuditQuery {
+    namespace: Option<String>,
+}
+
+/// The last audit of the stored DestinationRules (JSON; `?namespace=` keeps one
+/// namespace's findings), or 503 until the first one is done.
+async fn audit(State(state): State<Arc<AdminState>>, Query(query): Query<AuditQuery>) -> Response {
+    let Some(computed) = state.audit.latest() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({
+                "error": "no audit yet: it runs once a snapshot is loaded"
+            })),
+        )
+            .into_response();
+    };
+    // Large meshes have large audits: rendered off the async workers.
+    let body = tokio::task::spawn_blocking(move || {
+        computed.findings.to_json(
+            computed.computed_at,
+            computed.took.as_secs_f64(),
+            query.namespace.as_deref(),
+        )
+    })
+    .await;
+    match body {
+        Ok(body) => axum::Json(body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("audit: {e}\n")).into_response(),
+    }
 }

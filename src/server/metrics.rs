@@ -86,6 +86,12 @@ impl CertCheck {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct AuditLabels {
+    namespace: String,
+    code: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -115,6 +121,13 @@ pub struct Metrics {
     watch_last_event: Family<WatchLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     watch_events: Family<WatchEventLabels, Counter>,
     reconcile: ReconcileMetrics,
+    audit_findings: Family<AuditLabels, Gauge>,
+    /// The `audit_findings` series set by the last audit.
+    audit_series: std::sync::Mutex<std::collections::BTreeSet<AuditLabels>>,
+    audit_rules: Gauge,
+    audit_runs: Counter,
+    audit_timestamp: Gauge<f64, std::sync::atomic::AtomicU64>,
+    audit_duration: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 /// The reconcilers' series (contract section 9), registered only when one is on.
@@ -302,6 +315,37 @@ impl Metrics {
         if reconcilers {
             reconcile.register(&mut registry);
         }
+        let audit_findings = Family::<AuditLabels, Gauge>::default();
+        registry.register(
+            "audit_findings",
+            "Findings of the last audit of the stored DestinationRules (check's lines), by the rule's namespace and code",
+            audit_findings.clone(),
+        );
+        let audit_rules = Gauge::default();
+        registry.register(
+            "audit_rules",
+            "DestinationRules judged by the last audit (0: none yet)",
+            audit_rules.clone(),
+        );
+        let audit_runs = Counter::default();
+        registry.register(
+            "audit_runs",
+            "Audits computed (each after the snapshot settled)",
+            audit_runs.clone(),
+        );
+        let audit_timestamp = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "audit_last_run_timestamp_seconds",
+            "When the last audit was computed, in seconds since the Unix epoch (0: none yet)",
+            audit_timestamp.clone(),
+        );
+        let audit_duration = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "audit_duration",
+            "How long the last audit took",
+            Unit::Seconds,
+            audit_duration.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -341,6 +385,12 @@ impl Metrics {
             watch_last_event,
             watch_events,
             reconcile,
+            audit_findings,
+            audit_series: Default::default(),
+            audit_rules,
+            audit_runs,
+            audit_timestamp,
+            audit_duration,
         };
         metrics.set_kind_counts(&ObjectCounts::new());
         metrics
@@ -452,6 +502,50 @@ impl Metrics {
                 .get_or_create(&WatchLabels { kind: kind.name() })
                 .set(i64::from(status.is_up(kind)));
         }
+    }
+
+    /// Publishes an audit: one `audit_findings` series per namespace and code with
+    /// findings. A series that had findings and has none now reads 0 while its
+    /// namespace is `known`, and goes with the namespace.
+    pub fn set_audit(
+        &self,
+        findings: &std::collections::BTreeMap<(&str, &'static str), usize>,
+        rules: usize,
+        computed_at_unix: f64,
+        took: Duration,
+        known: impl Fn(&str) -> bool,
+    ) {
+        let mut series = self.audit_series.lock().unwrap_or_else(|e| e.into_inner());
+        let now: std::collections::BTreeSet<AuditLabels> = findings
+            .keys()
+            .map(|(namespace, code)| AuditLabels {
+                namespace: namespace.to_string(),
+                code,
+            })
+            .collect();
+        for gone in series.difference(&now) {
+            if known(&gone.namespace) {
+                self.audit_findings.get_or_create(gone).set(0);
+            } else {
+                self.audit_findings.remove(gone);
+            }
+        }
+        series.retain(|s| known(&s.namespace));
+        for ((namespace, code), n) in findings {
+            let labels = AuditLabels {
+                namespace: namespace.to_string(),
+                code,
+            };
+            self.audit_findings
+                .get_or_create(&labels)
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        series.extend(now);
+        self.audit_rules
+            .set(i64::try_from(rules).unwrap_or(i64::MAX));
+        self.audit_runs.inc();
+        self.audit_timestamp.set(computed_at_unix);
+        self.audit_duration.set(took.as_secs_f64());
     }
 
     /// The OpenMetrics text of every metric.

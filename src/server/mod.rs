@@ -2,7 +2,8 @@
 //!
 //! - webhook port (`--listen`, TLS 1.2/1.3, HTTP/1.1 and HTTP/2): `POST /mutate`,
 //!   `POST /validate`, answered by the pure [`crate::admission::review`];
-//! - admin port (`--admin-listen`): `GET /healthz`, `GET /readyz`, `GET /metrics`.
+//! - admin port (`--admin-listen`): `GET /healthz`, `GET /readyz`, `GET /metrics`,
+//!   `GET /audit` (the last [`audit`] of the stored DestinationRules).
 //!
 //! [`start`] binds both ports and returns a [`Handle`] with the bound addresses; the
 //! command ([`run`]) and the tests both go through it.
@@ -13,6 +14,7 @@
 //! `logging`. The mesh snapshot comes from [`crate::source`]; the server only reads it.
 
 mod admin;
+pub mod audit;
 mod listener;
 mod logging;
 pub mod metrics;
@@ -120,6 +122,8 @@ pub struct ServerConfig {
     pub self_signed: Option<certs::SelfSigned>,
     /// Cluster mode: the reconcilers of contract section 9 (both off unless asked for).
     pub reconcile: ReconcileOptions,
+    /// How long the snapshot must stay unchanged before it is audited again.
+    pub audit_delay: Duration,
 }
 
 impl ServerConfig {
@@ -141,9 +145,13 @@ impl ServerConfig {
             client_ca: None,
             self_signed: None,
             reconcile: ReconcileOptions::off(certs::DEFAULT_NAMESPACE),
+            audit_delay: AUDIT_DELAY,
         }
     }
 }
+
+/// `serve`'s [`ServerConfig::audit_delay`].
+pub const AUDIT_DELAY: Duration = Duration::from_secs(1);
 
 /// A running server.
 #[derive(Debug)]
@@ -242,10 +250,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
         .await
         .with_context(|| format!("binding the admin port {}", config.admin_listen))?;
     let admin_addr = admin_listener.local_addr()?;
+    let audit_cell = Arc::new(audit::AuditCell::default());
     let admin_app = admin::router(Arc::new(admin::AdminState {
         store: store.clone(),
         metrics: metrics.clone(),
         listening: listening.clone(),
+        audit: audit_cell.clone(),
     }));
     let admin_task = tokio::spawn({
         let stop = listener::wait_for(after_rx.clone());
@@ -258,7 +268,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
             }
         }
     });
-    tracing::info!(addr = %admin_addr, "admin port listening (HTTP): /healthz /readyz /metrics");
+    tracing::info!(addr = %admin_addr, "admin port listening (HTTP): /healthz /readyz /metrics /audit");
 
     // Given certificate files are read at once. A self-signed pair is made (or the
     // last one reused) only once both ports are bound: a second `serve` that cannot
@@ -363,6 +373,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
             after_rx.clone(),
         )
     });
+    let audit_task = audit::spawn(
+        store.clone(),
+        metrics.clone(),
+        audit_cell,
+        config.audit_delay,
+        after_rx.clone(),
+    );
     let reload_task = reload::spawn(
         config.tls.clone(),
         resolver.clone(),
@@ -392,6 +409,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Handle> {
             listening.store(false, Ordering::SeqCst);
             let _ = after_tx.send(true);
             let _ = reload_task.await;
+            let _ = audit_task.await;
             if let Some(task) = policies_task {
                 let _ = task.await;
             }
@@ -540,6 +558,7 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
         client_ca: args.client_ca,
         self_signed,
         reconcile: args.reconcile,
+        audit_delay: AUDIT_DELAY,
     };
     let handle = start(config).await?;
     if let Some((dir, ca_cert)) = ca_cert {

@@ -114,6 +114,8 @@ pub struct View {
 #[derive(Debug, Clone)]
 pub struct SnapshotStore {
     current: Arc<RwLock<Option<Arc<View>>>>,
+    /// Counts publishes, for what follows the snapshot (the audit).
+    published: Arc<tokio::sync::watch::Sender<u64>>,
     /// Used by [`SnapshotStore::publish`], which publishes a snapshot alone.
     settings: Settings,
     cluster: Option<Arc<ClusterStatus>>,
@@ -124,6 +126,7 @@ impl SnapshotStore {
     pub fn new(settings: Settings) -> SnapshotStore {
         SnapshotStore {
             current: Arc::new(RwLock::new(None)),
+            published: Arc::new(tokio::sync::watch::Sender::new(0)),
             settings,
             cluster: None,
         }
@@ -162,6 +165,12 @@ impl SnapshotStore {
     /// Swaps in a new view.
     pub fn publish_view(&self, view: View) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(view));
+        self.published.send_modify(|n| *n += 1);
+    }
+
+    /// Wakes when a view is published (the number of views published so far).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
     }
 
     /// The cluster source's sync state, in cluster mode.
