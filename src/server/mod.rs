@@ -459,27 +459,37 @@ fn load_certificate(files: &TlsFiles, metrics: &Metrics) -> anyhow::Result<Loade
     Ok((initial_files, pair))
 }
 
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-async fn termination() -> &'static str {
+/// Resolves on SIGTERM or Ctrl-C (SIGINT). The handlers are installed when this is
+/// called, not when it is first awaited: `serve` calls it before the server turns
+/// ready, so that a SIGTERM sent as soon as `/readyz` says ready is not handled by
+/// the default action (exiting at once, without the drain).
+fn termination() -> impl std::future::Future<Output = &'static str> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
+        let term = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            match (term, interrupt) {
+                (Ok(mut term), Ok(mut interrupt)) => tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = interrupt.recv() => "SIGINT",
+                },
+                (term, interrupt) => {
+                    let e = term.err().or(interrupt.err());
+                    tracing::warn!(error = ?e, "cannot listen for SIGTERM and SIGINT");
+                    let _ = tokio::signal::ctrl_c().await;
+                    "SIGINT"
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
     }
 }
 
@@ -506,6 +516,7 @@ pub fn run(options: ServeOptions) -> ExitCode {
 }
 
 async fn serve(args: ServeOptions) -> anyhow::Result<()> {
+    let terminated = termination();
     let shutdown_delay = args.shutdown_delay;
     let settings = args.settings;
     // Without a certificate, a self-signed pair in --cert-dir, made by `start` once
@@ -574,7 +585,7 @@ async fn serve(args: ServeOptions) -> anyhow::Result<()> {
             handle.webhook_addr().port()
         );
     }
-    let signal = termination().await;
+    let signal = terminated.await;
     handle.set_unready();
     if !shutdown_delay.is_zero() {
         tracing::info!(
