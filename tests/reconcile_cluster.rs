@@ -716,6 +716,52 @@ async fn s9_only_the_lease_holder_acts() {
     idle.handle.stop().await;
 }
 
+/// A cluster that serves no PeerAuthentication (the captured discovery less
+/// `security.istio.io`): the exemption is the tutorial's kind, a v1alpha1 Policy
+/// targeting productpage without `peers`.
+#[tokio::test]
+async fn s9_without_peer_authentication_the_exemption_is_a_policy() {
+    let fake = Fake::default();
+    let (api, _services, _ingresses) = cluster(&fake);
+    let mut discovery = fixture_json("04");
+    discovery["items"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|g| g["metadata"]["name"] != "security.istio.io");
+    api.set("/apis", Mode::Aggregated, Reply::Json(discovery));
+    let policies = "/apis/authentication.istio.io/v1alpha1/namespaces/bookinfo/policies";
+    let server = start(&api, options("replica-a", true, false)).await;
+    until("the Policy is created", || {
+        !fake.writes("POST", policies).is_empty()
+    })
+    .await;
+    assert_eq!(
+        fake.writes("POST", policies),
+        vec![(
+            policies.to_string(),
+            json!({
+                "apiVersion": "authentication.istio.io/v1alpha1",
+                "kind": "Policy",
+                "metadata": {"name": PA_NAME, "namespace": "bookinfo",
+                             "labels": {"app.kubernetes.io/managed-by": "mtls-guard"}},
+                "spec": {"targets": [{"name": "productpage"}]},
+            })
+        )]
+    );
+    until("the create is recorded", || {
+        fake.events()
+            .iter()
+            .any(|(r, o, _)| r == "ExemptionCreated" && o == "Policy/mtls-guard-exempt-productpage")
+    })
+    .await;
+    // Nothing was asked of an API the cluster does not serve.
+    assert!(api
+        .requests()
+        .iter()
+        .all(|r| !r.contains("peerauthentications?labelSelector")));
+    server.handle.stop().await;
+}
+
 /// docs/metrics.md, section "Reconcilers": every series exists from start-up when
 /// a reconciler is on.
 #[tokio::test]

@@ -1,0 +1,61 @@
+//! One pass of the reconcilers' planning (contract section 9) over the decision
+//! bench's world (benches/world: 10,000 namespaces x 10 services, policies at every
+//! level, a non-mesh Ingress in every 10th namespace, 100,000 DestinationRules, each
+//! given a resourceVersion as the cluster source has it). A pass runs off the
+//! runtime (`spawn_blocking`), once per debounced snapshot change.
+//!
+//! `cargo bench --bench reconcile -- --warm-up-time 1 --measurement-time 10`
+
+/// The allocator the `mtls-guard` binary uses (src/main.rs), so the bench measures what runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use mtls_guard::model::MeshObject;
+use mtls_guard::reconcile::{plan, plan_exemptions, plan_rules, ExemptionApi, Reconcilers};
+use mtls_guard::settings::Settings;
+use mtls_guard::snapshot::Snapshot;
+use std::hint::black_box;
+
+mod world;
+
+fn bench(c: &mut Criterion) {
+    let mut objects = world::mesh_objects();
+    for (i, o) in objects.iter_mut().enumerate() {
+        if let MeshObject::DestinationRule(rule, _) = o {
+            rule.metadata.resource_version = Some(i.to_string());
+        }
+    }
+    let snapshot = Snapshot::from_objects(objects);
+    let settings = Settings::default();
+    let api = ExemptionApi::peer_authentication("security.istio.io/v1");
+    let both = Reconcilers {
+        exemptions: Some(api.clone()),
+        rules: true,
+    };
+    let planned = plan(&snapshot, &settings, &both, &[]);
+    eprintln!(
+        "world: {:?}; one pass: {} exemptions wanted ({} notices), {} rule patches, {} rules held",
+        snapshot.counts(),
+        planned.exemptions.wanted.len(),
+        planned.exemptions.notices.len(),
+        planned.rules.patches.len(),
+        planned.rules.held.len(),
+    );
+
+    let mut g = c.benchmark_group("reconcile_plan_10000ns_x_10svc");
+    g.sample_size(10);
+    g.bench_function("exemptions", |b| {
+        b.iter(|| black_box(plan_exemptions(&snapshot, &settings, &api, &[])))
+    });
+    g.bench_function("rules", |b| {
+        b.iter(|| black_box(plan_rules(&snapshot, &settings)))
+    });
+    g.bench_function("both", |b| {
+        b.iter(|| black_box(plan(&snapshot, &settings, &both, &[])))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
