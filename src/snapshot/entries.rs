@@ -240,6 +240,17 @@ impl ServiceEntry {
     /// Links the Service to the namespace's workload PeerAuthentications (oldest
     /// first); true when the links changed.
     pub(crate) fn link(&mut self, workload: &[Arc<PeerAuthEntry>]) -> bool {
+        match self.links(workload) {
+            Some(links) => {
+                self.set_links(links);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The links to `workload` (see [`Self::link`]) when they differ from the current ones.
+    pub(crate) fn links(&self, workload: &[Arc<PeerAuthEntry>]) -> Option<Links> {
         let mut full = Vec::new();
         let mut partial = Vec::new();
         for pa in workload {
@@ -272,13 +283,18 @@ impl ServiceEntry {
                 .iter()
                 .zip(&self.partial_peer_auths)
                 .all(|(a, b)| Arc::ptr_eq(&a.0, &b.0) && a.1 == b.1);
-        if !same {
-            self.workload_peer_auths = full;
-            self.partial_peer_auths = partial;
-        }
-        !same
+        (!same).then_some((full, partial))
+    }
+
+    pub(crate) fn set_links(&mut self, (full, partial): Links) {
+        self.workload_peer_auths = full;
+        self.partial_peer_auths = partial;
     }
 }
+
+/// A Service's links to workload PeerAuthentications: those selecting all its pods,
+/// and those selecting some, with the label the Service lacks.
+pub(crate) type Links = (Vec<Arc<PeerAuthEntry>>, Vec<(Arc<PeerAuthEntry>, String)>);
 
 /// An Ingress reduced to its class and the services it sends traffic to.
 #[derive(Debug, Clone, PartialEq, Eq)]

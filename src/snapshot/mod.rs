@@ -4,8 +4,10 @@
 //! It is an index updated per object: [`Snapshot::apply`], [`Snapshot::delete`]
 //! and [`Snapshot::reset`] (a re-list of one kind) change only the namespace the
 //! object lives in, and within it only the parts derived from that object's kind.
-//! Cloning is cheap (persistent maps, `Arc`'d namespaces copied on write), so a
-//! source keeps a working copy, applies events to it and publishes clones; a
+//! [`Snapshot::from_objects`] and a re-list of a namespaced kind fill each
+//! namespace's stores first and derive each namespace once (the bulk path).
+//! Cloning is cheap (a persistent map of `Arc`'d namespaces, each copied on write),
+//! so a source keeps a working copy, applies events to it and publishes clones; a
 //! review keeps the clone it started with. Mesh-level objects (MeshPolicy, the
 //! root namespace's PeerAuthentications and ingress gateway) are looked up at
 //! decision time, so a change to them touches nothing else.
@@ -28,9 +30,8 @@ use crate::gateway::GatewayIndex;
 use crate::model::{DestinationRule, MeshObject, ObjectKind, ObjectRef};
 pub(crate) use entries::age_cmp;
 use entries::{mesh_policy_notes, ClassEntry, Classes, IngressEntry, StoredPolicy};
-use k8s_openapi::api::core::v1::Namespace;
 use rules::{host_candidate, RuleTargets};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// Object counts by kind, for metrics and `check`'s summary.
@@ -64,25 +65,171 @@ struct ClusterScoped {
     gateway_classes: imbl::OrdSet<String>,
 }
 
-/// The NamespaceIndex of `name`, created when missing, for writing.
+/// An object reduced to what the index stores of it.
+enum Entry {
+    Policy(StoredPolicy),
+    MeshPolicy(PolicyEntry),
+    PeerAuth(PeerAuthEntry),
+    Rule(Arc<DestinationRule>),
+    Service(ServiceEntry),
+    Ingress(IngressEntry),
+    Class(ClassEntry),
+    /// A Namespace object, with its valid mode label.
+    Namespace(Option<Mode>),
+    /// Indexed by the gateway index; like any object, they make their namespace known.
+    GatewayObject,
+    GatewayClass,
+    /// A webhook configuration or an APIService: the Service ports it calls.
+    Backends(Vec<Backend>),
+}
+
+/// One object as the index takes it: where it is stored, what, and the notes it causes.
+struct Reduced {
+    kind: ObjectKind,
+    /// Empty for cluster-scoped objects (unless a file gave one to a MeshPolicy).
+    namespace: String,
+    name: String,
+    entry: Entry,
+    notes: Vec<String>,
+}
+
+impl Reduced {
+    fn new(obj: MeshObject) -> Reduced {
+        let kind = obj.kind();
+        let meta = obj.metadata();
+        let namespace = meta.namespace.clone().unwrap_or_default();
+        let name = meta.name.clone().unwrap_or_default();
+        let mut notes = Vec::new();
+        let entry = match obj {
+            MeshObject::Policy(p) => {
+                let (stored, n) = StoredPolicy::new(&p);
+                notes = n;
+                Entry::Policy(stored)
+            }
+            MeshObject::MeshPolicy(p) => {
+                let entry = PolicyEntry::new(ObjectKind::MeshPolicy, &p);
+                notes = mesh_policy_notes(&entry);
+                Entry::MeshPolicy(entry)
+            }
+            MeshObject::PeerAuthentication(pa) => {
+                let (entry, n) = PeerAuthEntry::new(&pa);
+                notes = n;
+                Entry::PeerAuth(entry)
+            }
+            MeshObject::DestinationRule(rule, _raw) => Entry::Rule(Arc::new(*rule)),
+            MeshObject::Service(s) => Entry::Service(ServiceEntry::new(&s)),
+            MeshObject::Ingress(i) => Entry::Ingress(IngressEntry::new(&i)),
+            MeshObject::IngressClass(c) => Entry::Class(ClassEntry::new(&c)),
+            MeshObject::Namespace(n) => {
+                Entry::Namespace(match enforcement::label_mode(n.metadata.labels.as_ref()) {
+                    Ok(mode) => mode,
+                    Err(raw) => {
+                        notes.push(format!(
+                            "Namespace {name}: label {MODE_LABEL}={raw:?} is not enforce, warn or off; the default mode applies"
+                        ));
+                        None
+                    }
+                })
+            }
+            MeshObject::Route(..) | MeshObject::Gateway(_) | MeshObject::ReferenceGrant(_) => {
+                Entry::GatewayObject
+            }
+            MeshObject::GatewayClass(_) => Entry::GatewayClass,
+            MeshObject::Webhooks(..) | MeshObject::APIService(_) => {
+                Entry::Backends(backends::backends_of(&obj).unwrap_or_default())
+            }
+        };
+        Reduced {
+            kind,
+            namespace,
+            name,
+            entry,
+            notes,
+        }
+    }
+
+    /// The namespace whose index files the object (a Namespace: its own); `None`
+    /// for the cluster-scoped kinds, which live beside the namespaces.
+    fn home(&self) -> Option<&str> {
+        match self.entry {
+            Entry::MeshPolicy(_) | Entry::Class(_) | Entry::GatewayClass | Entry::Backends(_) => {
+                None
+            }
+            Entry::Namespace(_) => Some(&self.name),
+            _ => Some(&self.namespace),
+        }
+    }
+}
+
+/// The NamespaceIndex of `name`, created when missing, for writing; with the name
+/// the snapshot holds it under (shared by the keys that name it).
 fn ns_mut<'a>(
     namespaces: &'a mut imbl::HashMap<Name, Arc<NamespaceIndex>>,
     name: &str,
-) -> &'a mut NamespaceIndex {
+) -> (Name, &'a mut NamespaceIndex) {
     if !namespaces.contains_key(name) {
         namespaces.insert(name.into(), Arc::default());
     }
-    let ns = namespaces.get_mut(name).expect("inserted above");
-    Arc::make_mut(ns)
+    let (key, ns) = namespaces.get_key_value_mut(name).expect("inserted above");
+    (key.clone(), Arc::make_mut(ns))
 }
 
-/// `(namespace, name)` as [`Snapshot::delete`] takes them (cluster-scoped: empty namespace).
-fn object_key(obj: &MeshObject) -> (String, String) {
-    let meta = obj.metadata();
-    (
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
+/// Whether `kind` lives in the namespaces' stores (namespaced and not a Namespace).
+fn namespaced(kind: ObjectKind) -> bool {
+    !matches!(
+        kind,
+        ObjectKind::MeshPolicy
+            | ObjectKind::IngressClass
+            | ObjectKind::Namespace
+            | ObjectKind::GatewayClass
+            | ObjectKind::MutatingWebhookConfiguration
+            | ObjectKind::ValidatingWebhookConfiguration
+            | ObjectKind::APIService
     )
+}
+
+/// Notes by object while a bulk path collects them: the last object's notes win.
+#[derive(Default)]
+struct NoteBatch(BTreeMap<ObjectRef, Vec<String>>);
+
+impl NoteBatch {
+    fn set(&mut self, r: &Reduced) {
+        let object = ObjectRef {
+            kind: r.kind,
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+        };
+        if r.notes.is_empty() {
+            self.0.remove(&object);
+        } else {
+            self.0.insert(object, r.notes.clone());
+        }
+    }
+}
+
+/// Files a namespaced object (or a Namespace) in `ns` without deriving anything:
+/// the bulk paths call [`NamespaceIndex::derive`] once the stores are filled.
+fn fill(ns: &mut NamespaceIndex, r: Reduced) {
+    let name = Name::from(r.name);
+    match r.entry {
+        Entry::Policy(p) => ns.fill_policy(name, p),
+        Entry::PeerAuth(e) => ns.fill_peer_auth(name, e),
+        Entry::Service(e) => ns.fill_service(name, e),
+        Entry::Ingress(e) => ns.fill_ingress(name, e),
+        Entry::Rule(rule) => {
+            ns.set_rule(name, Some(rule));
+        }
+        Entry::GatewayObject => {
+            ns.set_gateway_object(r.kind, &name, true);
+        }
+        Entry::Namespace(mode) => {
+            ns.has_object = true;
+            ns.mode = mode;
+        }
+        Entry::MeshPolicy(_) | Entry::Class(_) | Entry::GatewayClass | Entry::Backends(_) => {
+            unreachable!("cluster-scoped objects are not filed in a namespace")
+        }
+    }
 }
 
 impl Snapshot {
@@ -90,24 +237,47 @@ impl Snapshot {
     /// several objects with one kind, namespace and name, the last one is kept. The
     /// counts are of the objects given, each of them (what files held, for `check`'s
     /// summary); events then change them by one per object stored or removed.
+    ///
+    /// The bulk path: each object is reduced as it comes and filed in its
+    /// namespace's stores, then every namespace is derived once.
     pub fn from_objects<I: IntoIterator<Item = MeshObject>>(objects: I) -> Snapshot {
         let mut snap = Snapshot::default();
         let mut given = ObjectCounts::new();
         let mut gateway = GatewayIndex::default();
-        let mut rest = Vec::new();
-        // IngressClasses first, so that Ingresses are classified once.
+        let mut namespaces: HashMap<Name, NamespaceIndex> = HashMap::new();
+        let mut notes = NoteBatch::default();
         for obj in objects {
             *given.entry(obj.kind()).or_default() += 1;
             // The gateway index is computed once, at the end.
             gateway.stage(&obj);
-            match obj {
-                MeshObject::IngressClass(_) => snap.store(obj),
-                other => rest.push(other),
-            }
+            let r = Reduced::new(obj);
+            notes.set(&r);
+            let Some(home) = r.home() else {
+                // Cluster-scoped: no namespace is derived yet, so nothing else changes.
+                snap.store_reduced(r);
+                continue;
+            };
+            let ns = match namespaces.get_mut(home) {
+                Some(ns) => ns,
+                None => namespaces.entry(home.into()).or_default(),
+            };
+            fill(ns, r);
         }
-        for obj in rest {
-            snap.store(obj);
-        }
+        let classes = &snap.cluster.classes;
+        let mut targets = Vec::new();
+        snap.namespaces = namespaces
+            .into_iter()
+            .map(|(name, mut ns)| {
+                ns.derive(classes);
+                for (rule, r) in ns.named_rules() {
+                    let key: RuleKey = (name.clone(), rule.clone());
+                    targets.push((host_candidate(&r.spec.host, &name), key));
+                }
+                (name, Arc::new(ns))
+            })
+            .collect();
+        snap.rule_targets = RuleTargets::from_filed(targets);
+        snap.notes = notes.0.into_iter().map(|(o, n)| (o, Arc::new(n))).collect();
         gateway.finish();
         snap.gateway = Arc::new(gateway);
         snap.counts = given;
@@ -119,64 +289,62 @@ impl Snapshot {
         if GatewayIndex::reads(obj.kind()) {
             Arc::make_mut(&mut self.gateway).apply(&obj);
         }
-        self.store(obj);
+        self.store_reduced(Reduced::new(obj));
     }
 
     /// [`Self::apply`] but for the gateway index.
-    fn store(&mut self, obj: MeshObject) {
-        let kind = obj.kind();
-        let (namespace, name) = object_key(&obj);
-        let existed = match obj {
-            MeshObject::Policy(p) => {
-                let (stored, notes) = StoredPolicy::new(&p);
-                self.set_notes(kind, &namespace, &name, notes);
-                ns_mut(&mut self.namespaces, &namespace).set_policy(&name, Some(stored))
-            }
-            MeshObject::MeshPolicy(p) => {
-                let entry = PolicyEntry::new(ObjectKind::MeshPolicy, &p);
-                self.set_notes(kind, &namespace, &name, mesh_policy_notes(&entry));
-                self.set_mesh_policy(namespace, name, Some(entry))
-            }
-            MeshObject::PeerAuthentication(pa) => {
-                let (entry, notes) = PeerAuthEntry::new(&pa);
-                self.set_notes(kind, &namespace, &name, notes);
-                ns_mut(&mut self.namespaces, &namespace).set_peer_auth(&name, Some(entry))
-            }
-            MeshObject::DestinationRule(rule, _raw) => {
+    fn store_reduced(&mut self, r: Reduced) {
+        let Reduced {
+            kind,
+            namespace,
+            name,
+            entry,
+            notes,
+        } = r;
+        self.set_notes(kind, &namespace, &name, notes);
+        let existed = match entry {
+            Entry::Policy(stored) => ns_mut(&mut self.namespaces, &namespace)
+                .1
+                .set_policy(&name, Some(stored)),
+            Entry::MeshPolicy(entry) => self.set_mesh_policy(namespace, name, Some(entry)),
+            Entry::PeerAuth(entry) => ns_mut(&mut self.namespaces, &namespace)
+                .1
+                .set_peer_auth(&name, Some(entry)),
+            Entry::Rule(rule) => {
                 let candidate = host_candidate(&rule.spec.host, &namespace);
-                let old =
-                    ns_mut(&mut self.namespaces, &namespace).set_rule(&name, Some(Arc::new(*rule)));
-                self.file_rule(&namespace, &name, old.as_deref(), Some(candidate));
+                let (ns_name, ns) = ns_mut(&mut self.namespaces, &namespace);
+                let name = Name::from(name);
+                let old = ns.set_rule(name.clone(), Some(rule));
+                self.file_rule((ns_name, name), old.as_deref(), Some(candidate));
                 old.is_some()
             }
-            MeshObject::Service(s) => {
-                let entry = ServiceEntry::new(&s);
-                ns_mut(&mut self.namespaces, &namespace).set_service(&name, Some(entry))
+            Entry::Service(entry) => ns_mut(&mut self.namespaces, &namespace)
+                .1
+                .set_service(&name, Some(entry)),
+            Entry::Ingress(entry) => ns_mut(&mut self.namespaces, &namespace).1.set_ingress(
+                &name,
+                Some(entry),
+                &self.cluster.classes,
+            ),
+            Entry::Class(entry) => self.set_class(&name, Some(entry)),
+            Entry::Namespace(mode) => {
+                let ns = ns_mut(&mut self.namespaces, &name).1;
+                let existed = ns.has_object;
+                ns.has_object = true;
+                ns.mode = mode;
+                existed
             }
-            MeshObject::Ingress(i) => {
-                let entry = IngressEntry::new(&i);
-                ns_mut(&mut self.namespaces, &namespace).set_ingress(
-                    &name,
-                    Some(entry),
-                    &self.cluster.classes,
-                )
-            }
-            MeshObject::IngressClass(c) => self.set_class(&name, Some(ClassEntry::new(&c))),
-            MeshObject::Namespace(n) => self.set_namespace(&name, Some(&n)),
-            // Indexed by the gateway index; like any object, they make their namespace known.
-            MeshObject::Route(..) | MeshObject::Gateway(_) | MeshObject::ReferenceGrant(_) => {
-                ns_mut(&mut self.namespaces, &namespace).set_gateway_object(kind, &name, true)
-            }
-            MeshObject::GatewayClass(_) => Arc::make_mut(&mut self.cluster)
+            Entry::GatewayObject => ns_mut(&mut self.namespaces, &namespace)
+                .1
+                .set_gateway_object(kind, &name, true),
+            Entry::GatewayClass => Arc::make_mut(&mut self.cluster)
                 .gateway_classes
                 .insert(name)
                 .is_some(),
-            MeshObject::Webhooks(..) | MeshObject::APIService(_) => {
-                let called = backends::backends_of(&obj).unwrap_or_default();
-                self.backends
-                    .insert((kind, name), Arc::new(called))
-                    .is_some()
-            }
+            Entry::Backends(called) => self
+                .backends
+                .insert((kind, name), Arc::new(called))
+                .is_some(),
         };
         self.count(kind, existed, true);
     }
@@ -201,10 +369,20 @@ impl Snapshot {
                 self.set_mesh_policy(namespace.to_string(), name.to_string(), None)
             }
             ObjectKind::IngressClass => self.set_class(name, None),
-            ObjectKind::Namespace => self.set_namespace(name, None),
             ObjectKind::MutatingWebhookConfiguration
             | ObjectKind::ValidatingWebhookConfiguration
             | ObjectKind::APIService => self.backends.remove(&(kind, name.to_string())).is_some(),
+            ObjectKind::Namespace => match self.namespaces.get_mut(name) {
+                Some(ns) => {
+                    let ns = Arc::make_mut(ns);
+                    let existed = ns.has_object;
+                    ns.has_object = false;
+                    ns.mode = None;
+                    self.prune(name);
+                    existed
+                }
+                None => false,
+            },
             ObjectKind::Policy
             | ObjectKind::PeerAuthentication
             | ObjectKind::DestinationRule
@@ -216,23 +394,25 @@ impl Snapshot {
             | ObjectKind::TCPRoute
             | ObjectKind::Gateway
             | ObjectKind::ReferenceGrant => {
-                let Some(ns) = self.namespaces.get_mut(namespace) else {
+                let Some((ns_name, ns)) = self.namespaces.get_key_value_mut(namespace) else {
                     return;
                 };
+                let ns_name = ns_name.clone();
                 let ns = Arc::make_mut(ns);
                 let existed = match kind {
                     ObjectKind::Policy => ns.set_policy(name, None),
                     ObjectKind::PeerAuthentication => ns.set_peer_auth(name, None),
                     ObjectKind::DestinationRule => {
-                        let old = ns.set_rule(name, None);
-                        self.file_rule(namespace, name, old.as_deref(), None);
+                        let name = Name::from(name);
+                        let old = ns.set_rule(name.clone(), None);
+                        self.file_rule((ns_name.clone(), name), old.as_deref(), None);
                         old.is_some()
                     }
                     ObjectKind::Service => ns.set_service(name, None),
                     ObjectKind::Ingress => ns.set_ingress(name, None, &self.cluster.classes),
                     _ => ns.set_gateway_object(kind, name, false),
                 };
-                self.prune(namespace);
+                self.prune(&ns_name);
                 existed
             }
         };
@@ -247,23 +427,100 @@ impl Snapshot {
         if GatewayIndex::reads(kind) {
             Arc::make_mut(&mut self.gateway).reset(kind, &objects);
         }
-        let listed: HashSet<(String, String)> = objects
+        let (listed, others): (Vec<MeshObject>, Vec<MeshObject>) =
+            objects.into_iter().partition(|o| o.kind() == kind);
+        if namespaced(kind) {
+            self.relist(kind, listed);
+        } else {
+            let keys: HashSet<(String, String)> = listed
+                .iter()
+                .map(|o| {
+                    let meta = o.metadata();
+                    (
+                        meta.namespace.clone().unwrap_or_default(),
+                        meta.name.clone().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            for (namespace, name) in self.keys(kind) {
+                if !keys.contains(&(namespace.clone(), name.clone())) {
+                    self.remove(kind, &namespace, &name);
+                }
+            }
+            for obj in listed {
+                self.store_reduced(Reduced::new(obj));
+            }
+        }
+        for obj in others {
+            self.apply(obj);
+        }
+    }
+
+    /// The bulk re-list of a namespaced `kind`: every namespace that holds or gets
+    /// objects of `kind` has that store refilled and is derived once.
+    fn relist(&mut self, kind: ObjectKind, listed: Vec<MeshObject>) {
+        let mut by_namespace: HashMap<String, Vec<Reduced>> = HashMap::new();
+        for obj in listed {
+            let r = Reduced::new(obj);
+            by_namespace.entry(r.namespace.clone()).or_default().push(r);
+        }
+        let mut touched: Vec<(Name, Vec<Reduced>)> = self
+            .namespaces
             .iter()
-            .filter(|o| o.kind() == kind)
-            .map(object_key)
+            .filter(|(n, ns)| ns.len(kind) > 0 && !by_namespace.contains_key(&***n))
+            .map(|(n, _)| (n.clone(), Vec::new()))
             .collect();
-        for (namespace, name) in self.keys(kind) {
-            if !listed.contains(&(namespace.clone(), name.clone())) {
-                self.remove(kind, &namespace, &name);
+        touched.extend(by_namespace.into_iter().map(|(n, l)| (Name::from(n), l)));
+        let (mut before, mut after) = (0, 0);
+        for (namespace, list) in touched {
+            let (ns_name, ns) = ns_mut(&mut self.namespaces, &namespace);
+            before += ns.len(kind);
+            let old_names = ns.names(kind);
+            let old_rules = (kind == ObjectKind::DestinationRule).then(|| ns.take_rules());
+            ns.clear(kind);
+            let mut notes = Vec::with_capacity(list.len());
+            for r in list {
+                notes.push((r.name.clone(), r.notes.clone()));
+                fill(ns, r);
             }
-        }
-        for obj in objects {
-            if obj.kind() == kind {
-                self.store(obj);
-            } else {
-                self.apply(obj);
+            if old_rules.is_none() {
+                ns.derive(&self.cluster.classes);
             }
+            after += ns.len(kind);
+            let ns = &*ns;
+            let mut moves = Vec::new();
+            if let Some(old) = &old_rules {
+                // Only rules whose host now points elsewhere move in the rule targets.
+                let candidate = |r: &Arc<DestinationRule>| host_candidate(&r.spec.host, &ns_name);
+                for (name, rule) in old {
+                    let was = candidate(rule);
+                    if ns.rule(name).map(candidate).as_ref() != Some(&was) {
+                        moves.push((was, (ns_name.clone(), name.clone()), false));
+                    }
+                }
+                for (name, rule) in ns.named_rules() {
+                    let now = candidate(rule);
+                    if old.get(name).map(candidate).as_ref() != Some(&now) {
+                        moves.push((now, (ns_name.clone(), name.clone()), true));
+                    }
+                }
+            }
+            let gone: Vec<Name> = old_names
+                .into_iter()
+                .filter(|n| !ns.holds(kind, n))
+                .collect();
+            for (candidate, key, add) in moves {
+                self.rule_targets.set(candidate, key, add);
+            }
+            for name in gone {
+                self.set_notes(kind, &ns_name, &name, Vec::new());
+            }
+            for (name, notes) in notes {
+                self.set_notes(kind, &ns_name, &name, notes);
+            }
+            self.prune(&ns_name);
         }
+        self.recount(kind, before, after);
     }
 
     /// The `(namespace, name)` of every stored object of `kind`.
@@ -307,18 +564,15 @@ impl Snapshot {
                 .collect(),
         }
     }
-
     /// Moves a rule from where its `old` version was filed to `candidate`.
     fn file_rule(
         &mut self,
-        namespace: &str,
-        name: &str,
+        key: RuleKey,
         old: Option<&DestinationRule>,
         candidate: Option<rules::HostCandidate>,
     ) {
-        let key: RuleKey = (namespace.into(), name.into());
         if let Some(old) = old {
-            let was = host_candidate(&old.spec.host, namespace);
+            let was = host_candidate(&old.spec.host, &key.0);
             if candidate.as_ref() == Some(&was) {
                 return;
             }
@@ -344,7 +598,23 @@ impl Snapshot {
         }
     }
 
+    /// Counts after a re-list that left `after` objects of `kind` where `before`
+    /// were stored: as many events as objects stored or removed would.
+    fn recount(&mut self, kind: ObjectKind, before: usize, after: usize) {
+        if after > before {
+            *self.counts.entry(kind).or_default() += after - before;
+        } else if let Some(n) = self.counts.get_mut(&kind) {
+            *n = n.saturating_sub(before - after);
+            if *n == 0 {
+                self.counts.remove(&kind);
+            }
+        }
+    }
+
     fn set_notes(&mut self, kind: ObjectKind, namespace: &str, name: &str, notes: Vec<String>) {
+        if notes.is_empty() && self.notes.is_empty() {
+            return;
+        }
         let object = ObjectRef {
             kind,
             namespace: namespace.to_string(),
@@ -413,42 +683,6 @@ impl Snapshot {
             }
         }
         old.is_some()
-    }
-
-    fn set_namespace(&mut self, name: &str, object: Option<&Namespace>) -> bool {
-        let mut notes = Vec::new();
-        let mode = match object.map(|n| enforcement::label_mode(n.metadata.labels.as_ref())) {
-            Some(Ok(mode)) => mode,
-            Some(Err(raw)) => {
-                notes.push(format!(
-                    "Namespace {name}: label {MODE_LABEL}={raw:?} is not enforce, warn or off; the default mode applies"
-                ));
-                None
-            }
-            None => None,
-        };
-        self.set_notes(ObjectKind::Namespace, "", name, notes);
-        let existed = match object {
-            Some(_) => {
-                let ns = ns_mut(&mut self.namespaces, name);
-                let existed = ns.has_object;
-                ns.has_object = true;
-                ns.mode = mode;
-                existed
-            }
-            None => {
-                let Some(ns) = self.namespaces.get_mut(name) else {
-                    return false;
-                };
-                let ns = Arc::make_mut(ns);
-                let existed = ns.has_object;
-                ns.has_object = false;
-                ns.mode = None;
-                self.prune(name);
-                existed
-            }
-        };
-        existed
     }
 
     pub fn namespace(&self, name: &str) -> Option<&NamespaceIndex> {

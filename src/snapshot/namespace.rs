@@ -1,6 +1,11 @@
 //! Everything the snapshot knows about one namespace: the objects stored in it
 //! (one store per kind, keyed by name) and what the decision reads, derived from
-//! them. An event changes one store and re-derives only the parts that read it.
+//! them. An event changes one store and re-derives only the parts that read it; a
+//! bulk build or a re-list fills the stores and derives everything once.
+//!
+//! The maps are plain std ones: the snapshot shares whole namespaces (`Arc`, copied
+//! on write), so a namespace is copied only when an event changes it, and small
+//! maps cost far less memory than persistent ones (issue 6's memory target).
 
 use super::entries::{
     age_cmp, is_mesh_class, Classes, IngressEntry, PeerAuthEntry, PolicyEntry, PolicyTargetEntry,
@@ -8,9 +13,10 @@ use super::entries::{
 };
 use crate::enforcement::Mode;
 use crate::model::{DestinationRule, ObjectKind, ObjectRef};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-/// Names in the index: cheap to clone when a shared map node is copied.
+/// Names in the index: cheap to clone when a namespace is copied.
 pub type Name = Arc<str>;
 
 #[derive(Debug, Clone, Default)]
@@ -19,7 +25,7 @@ pub struct NamespaceIndex {
     pub has_object: bool,
     /// The namespace's `mtls-guard.io/mode` label, when valid.
     pub mode: Option<Mode>,
-    pub services: imbl::HashMap<Name, Arc<ServiceEntry>>,
+    pub services: HashMap<Name, Arc<ServiceEntry>>,
     /// PeerAuthentications without a selector, oldest first.
     pub wide_peer_auths: Vec<Arc<PeerAuthEntry>>,
     /// PeerAuthentications with a selector, oldest first.
@@ -27,19 +33,19 @@ pub struct NamespaceIndex {
     /// Policies named `default` without targets, oldest first.
     pub default_policies: Vec<Arc<PolicyEntry>>,
     /// Policy targets by service name, oldest policy first.
-    pub policy_targets: imbl::HashMap<Name, Arc<Vec<PolicyTargetEntry>>>,
+    pub policy_targets: HashMap<Name, Arc<Vec<PolicyTargetEntry>>>,
     /// Services that back a non-mesh Ingress, with the oldest such Ingress.
-    pub ingress_backends: imbl::HashMap<Name, ObjectRef>,
+    pub ingress_backends: HashMap<Name, ObjectRef>,
     /// A Service labelled `istio: ingressgateway` lives here.
     pub has_ingress_gateway: bool,
 
     // The stores, by object name.
-    policies: imbl::OrdMap<Name, Arc<StoredPolicy>>,
-    peer_auths: imbl::OrdMap<Name, Arc<PeerAuthEntry>>,
-    ingresses: imbl::OrdMap<Name, Arc<IngressEntry>>,
-    rules: imbl::OrdMap<Name, Arc<DestinationRule>>,
+    policies: BTreeMap<Name, Arc<StoredPolicy>>,
+    peer_auths: BTreeMap<Name, Arc<PeerAuthEntry>>,
+    ingresses: BTreeMap<Name, Arc<IngressEntry>>,
+    rules: BTreeMap<Name, Arc<DestinationRule>>,
     /// Gateway API objects here (the gateway index holds them): they make the namespace known.
-    gateway_objects: imbl::OrdSet<(ObjectKind, Name)>,
+    gateway_objects: BTreeSet<(ObjectKind, Name)>,
     /// Services labelled `istio: ingressgateway`.
     gateway_services: usize,
 }
@@ -63,6 +69,11 @@ impl NamespaceIndex {
 
     pub fn rule(&self, name: &str) -> Option<&Arc<DestinationRule>> {
         self.rules.get(name)
+    }
+
+    /// The stored rules with the names they are stored under, by name.
+    pub(crate) fn named_rules(&self) -> impl Iterator<Item = (&Name, &Arc<DestinationRule>)> {
+        self.rules.iter()
     }
 
     pub(crate) fn has_ingresses(&self) -> bool {
@@ -117,15 +128,10 @@ impl NamespaceIndex {
     /// Re-links every Service to the workload PeerAuthentications; only the
     /// Services whose links change are written.
     fn relink_services(&mut self) {
-        let mut changed = Vec::new();
-        for (name, svc) in &self.services {
-            let mut svc = ServiceEntry::clone(svc);
-            if svc.link(&self.workload_peer_auths) {
-                changed.push((name.clone(), Arc::new(svc)));
+        for svc in self.services.values_mut() {
+            if let Some(links) = svc.links(&self.workload_peer_auths) {
+                Arc::make_mut(svc).set_links(links);
             }
-        }
-        for (name, svc) in changed {
-            self.services.insert(name, svc);
         }
     }
 
@@ -137,14 +143,7 @@ impl NamespaceIndex {
         };
         let both = || old.iter().chain(policy.iter());
         if both().any(|p| p.is_namespace_default()) {
-            let mut defaults: Vec<_> = self
-                .policies
-                .values()
-                .filter(|p| p.is_namespace_default())
-                .map(|p| p.entry.clone())
-                .collect();
-            defaults.sort_by(|a, b| age_cmp(a.age(), b.age()));
-            self.default_policies = defaults;
+            self.derive_default_policies();
         }
         let mut services: Vec<&str> = both()
             .flat_map(|p| p.targets.iter().map(|(s, _)| s.as_str()))
@@ -176,6 +175,17 @@ impl NamespaceIndex {
             }
         }
         old.is_some()
+    }
+
+    fn derive_default_policies(&mut self) {
+        let mut defaults: Vec<_> = self
+            .policies
+            .values()
+            .filter(|p| p.is_namespace_default())
+            .map(|p| p.entry.clone())
+            .collect();
+        defaults.sort_by(|a, b| age_cmp(a.age(), b.age()));
+        self.default_policies = defaults;
     }
 
     pub(crate) fn set_ingress(
@@ -223,27 +233,44 @@ impl NamespaceIndex {
         }
     }
 
+    /// Every Ingress backend at once, oldest Ingress first (what
+    /// [`Self::derive_ingress_backend`] gives for each service).
+    fn all_ingress_backends(&self, classes: &Classes) -> HashMap<Name, ObjectRef> {
+        let mut ingresses: Vec<&Arc<IngressEntry>> = self
+            .ingresses
+            .values()
+            .filter(|i| !is_mesh_class(classes, i.class.as_deref()))
+            .collect();
+        ingresses.sort_by(|a, b| age_cmp(a.age(), b.age()));
+        let mut backends = HashMap::new();
+        for i in ingresses {
+            for service in &i.backends {
+                if !backends.contains_key(service.as_str()) {
+                    backends.insert(Name::from(service.as_str()), i.object.clone());
+                }
+            }
+        }
+        backends
+    }
+
     /// The Ingresses' backends under another set of IngressClasses; `None` when unchanged.
     pub(crate) fn rederive_ingresses(&self, classes: &Classes) -> Option<NamespaceIndex> {
-        let mut next = self.clone();
-        next.ingress_backends = imbl::HashMap::new();
-        let services: std::collections::BTreeSet<&String> =
-            self.ingresses.values().flat_map(|i| &i.backends).collect();
-        for service in services {
-            next.derive_ingress_backend(service, classes);
-        }
-        (next.ingress_backends != self.ingress_backends).then_some(next)
+        let backends = self.all_ingress_backends(classes);
+        (backends != self.ingress_backends).then(|| NamespaceIndex {
+            ingress_backends: backends,
+            ..self.clone()
+        })
     }
 
     /// Stores or removes a rule; returns the one stored before.
     pub(crate) fn set_rule(
         &mut self,
-        name: &str,
+        name: Name,
         rule: Option<Arc<DestinationRule>>,
     ) -> Option<Arc<DestinationRule>> {
         match rule {
-            Some(r) => self.rules.insert(name.into(), r),
-            None => self.rules.remove(name),
+            Some(r) => self.rules.insert(name, r),
+            None => self.rules.remove(&name),
         }
     }
 
@@ -257,10 +284,110 @@ impl NamespaceIndex {
     ) -> bool {
         let key = (kind, Name::from(name));
         if stored {
-            self.gateway_objects.insert(key).is_some()
+            !self.gateway_objects.insert(key)
         } else {
-            self.gateway_objects.remove(&key).is_some()
+            self.gateway_objects.remove(&key)
         }
+    }
+
+    /// Takes every stored rule out (a re-list fills the store again).
+    pub(crate) fn take_rules(&mut self) -> BTreeMap<Name, Arc<DestinationRule>> {
+        std::mem::take(&mut self.rules)
+    }
+
+    /// Whether an object of a namespaced `kind` named `name` is stored here.
+    pub(crate) fn holds(&self, kind: ObjectKind, name: &str) -> bool {
+        use ObjectKind as K;
+        match kind {
+            K::Policy => self.policies.contains_key(name),
+            K::PeerAuthentication => self.peer_auths.contains_key(name),
+            K::Service => self.services.contains_key(name),
+            K::Ingress => self.ingresses.contains_key(name),
+            K::DestinationRule => self.rules.contains_key(name),
+            _ => self.gateway_objects.contains(&(kind, Name::from(name))),
+        }
+    }
+
+    /// The number of objects of a namespaced `kind` stored here.
+    pub(crate) fn len(&self, kind: ObjectKind) -> usize {
+        use ObjectKind as K;
+        match kind {
+            K::Policy => self.policies.len(),
+            K::PeerAuthentication => self.peer_auths.len(),
+            K::Service => self.services.len(),
+            K::Ingress => self.ingresses.len(),
+            K::DestinationRule => self.rules.len(),
+            _ => self
+                .gateway_objects
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .count(),
+        }
+    }
+
+    /// Forgets every object of a namespaced `kind`, without deriving anything (a
+    /// re-list fills the store again, then calls [`Self::derive`]).
+    pub(crate) fn clear(&mut self, kind: ObjectKind) {
+        use ObjectKind as K;
+        match kind {
+            K::Policy => self.policies.clear(),
+            K::PeerAuthentication => self.peer_auths.clear(),
+            K::Service => self.services.clear(),
+            K::Ingress => self.ingresses.clear(),
+            K::DestinationRule => self.rules.clear(),
+            _ => self.gateway_objects.retain(|(k, _)| *k != kind),
+        }
+    }
+
+    /// The stores filled by a bulk build or a re-list: each object replaces the one of
+    /// the same name, and nothing is derived until [`Self::derive`].
+    pub(crate) fn fill_policy(&mut self, name: Name, policy: StoredPolicy) {
+        self.policies.insert(name, Arc::new(policy));
+    }
+
+    pub(crate) fn fill_peer_auth(&mut self, name: Name, entry: PeerAuthEntry) {
+        self.peer_auths.insert(name, Arc::new(entry));
+    }
+
+    pub(crate) fn fill_service(&mut self, name: Name, entry: ServiceEntry) {
+        self.services.insert(name, Arc::new(entry));
+    }
+
+    pub(crate) fn fill_ingress(&mut self, name: Name, entry: IngressEntry) {
+        self.ingresses.insert(name, Arc::new(entry));
+    }
+
+    /// Everything the decision reads, from the stores (after a bulk fill).
+    pub(crate) fn derive(&mut self, classes: &Classes) {
+        self.wide_peer_auths = self.sorted_peer_auths(true);
+        self.workload_peer_auths = self.sorted_peer_auths(false);
+        self.relink_services();
+        self.gateway_services = self
+            .services
+            .values()
+            .filter(|s| s.is_ingress_gateway)
+            .count();
+        self.has_ingress_gateway = self.gateway_services > 0;
+        self.derive_default_policies();
+        let mut policies: Vec<&Arc<StoredPolicy>> = self
+            .policies
+            .values()
+            .filter(|p| !p.targets.is_empty())
+            .collect();
+        policies.sort_by(|a, b| age_cmp(a.entry.age(), b.entry.age()));
+        let mut targets: HashMap<Name, Vec<PolicyTargetEntry>> = HashMap::new();
+        for p in policies {
+            for (service, target) in &p.targets {
+                match targets.get_mut(service.as_str()) {
+                    Some(t) => t.push(target.clone()),
+                    None => {
+                        targets.insert(service.as_str().into(), vec![target.clone()]);
+                    }
+                }
+            }
+        }
+        self.policy_targets = targets.into_iter().map(|(s, t)| (s, Arc::new(t))).collect();
+        self.ingress_backends = self.all_ingress_backends(classes);
     }
 
     /// The names stored for each namespaced kind, for a re-list.
