@@ -7,7 +7,9 @@
 //! The judging and the grouping by fix are `check`'s ([`check::judge_rule`]), so
 //! the codes, the messages and the modes are the same.
 
-use crate::check::{self, Counts, Report, RuleReport};
+use crate::check::{self, Counts, Report, RuleReport, STRICT_BACKEND_CODE};
+use crate::decision::{strict_backends, StrictBackend};
+use crate::enforcement;
 use crate::settings::Settings;
 use crate::snapshot::Snapshot;
 use serde_json::{json, Value};
@@ -32,9 +34,17 @@ pub fn audit(snapshot: &Snapshot, settings: &Settings, namespace: Option<&str>) 
             check::judge_rule(snapshot, settings, rule, ns, None)
         })
         .collect();
+    // Section 8: the audit also lists every webhook or APIService backend already
+    // STRICT, in the mode of the Service's namespace.
+    let backends = strict_backends(snapshot, settings)
+        .into_iter()
+        .filter(|b| namespace.is_none_or(|ns| b.backend.namespace == ns))
+        .filter(|b| enforcement::mode_for(snapshot, settings, &b.backend.namespace).judges())
+        .collect();
     Report {
         rules,
         notes: snapshot.notes(),
+        backends,
     }
 }
 
@@ -63,7 +73,7 @@ impl Findings {
 
     /// Findings by the rule's namespace and code (the gauge's series).
     pub fn by_namespace_and_code(&self) -> BTreeMap<(&str, &'static str), usize> {
-        count_by_namespace_and_code(&self.report.rules)
+        count_by_namespace_and_code(&self.report.rules, &self.report.backends)
     }
 
     /// The JSON body of `GET /audit`: every finding in `check --output json`'s
@@ -87,6 +97,13 @@ impl Findings {
                     .cloned()
                     .collect(),
                 notes: Vec::new(),
+                backends: self
+                    .report
+                    .backends
+                    .iter()
+                    .filter(|b| b.backend.namespace == ns)
+                    .cloned()
+                    .collect(),
             }
             .render_json(),
         };
@@ -110,6 +127,7 @@ impl Findings {
                 "invalid_modes": c.invalid_modes,
                 "rules_warn": c.rules_warn,
                 "rules_off": c.rules_off,
+                "strict_backends": c.strict_backends,
             },
             "findings": findings,
             "notes": self.report.notes,
@@ -117,13 +135,21 @@ impl Findings {
     }
 }
 
-/// Findings (diagnostics) by the rule's namespace and code.
-pub fn count_by_namespace_and_code(rules: &[RuleReport]) -> BTreeMap<(&str, &'static str), usize> {
+/// Findings (diagnostics) by the rule's namespace and code; STRICT backends by
+/// their Service's namespace.
+pub fn count_by_namespace_and_code<'a>(
+    rules: &'a [RuleReport],
+    backends: &'a [StrictBackend],
+) -> BTreeMap<(&'a str, &'static str), usize> {
     let mut out = BTreeMap::new();
     for r in rules {
         for d in &r.diagnostics {
             *out.entry((r.rule.namespace.as_str(), d.code)).or_default() += 1;
         }
+    }
+    for b in backends {
+        *out.entry((b.backend.namespace.as_str(), STRICT_BACKEND_CODE))
+            .or_default() += 1;
     }
     out
 }
@@ -313,6 +339,71 @@ spec:
         assert_eq!(
             conflict["fix"],
             "set spec.trafficPolicy.tls.mode to ISTIO_MUTUAL"
+        );
+    }
+
+    #[test]
+    fn webhook_and_apiservice_backends_already_strict_are_listed() {
+        let callers = "\
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {name: policy-engine}
+webhooks:
+- name: validate.policy-engine.io
+  clientConfig:
+    service: {namespace: bookinfo, name: reviews, port: 9080}
+  admissionReviewVersions: [v1]
+  sideEffects: None
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1.quiet.example.com}
+spec:
+  service: {namespace: quiet, name: api, port: 443}
+";
+        let objects = loader::parse_str(&format!("{MESH}{callers}"), "mesh.yaml")
+            .unwrap()
+            .objects;
+        let snapshot = Snapshot::from_objects(objects);
+        let report = audit(&snapshot, &Settings::default(), None);
+        // bookinfo's Policy default is STRICT; quiet is in mode off.
+        assert_eq!(report.backends.len(), 1, "{:?}", report.backends);
+        let text = report.render_text(false);
+        assert!(
+            text.contains("cluster: warning MG210 ValidatingWebhookConfiguration policy-engine: Service bookinfo/reviews port 9080 requires mutual TLS (STRICT) by Policy bookinfo/default"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("; 1 rules in mode off (not checked); 1 webhook backends STRICT\n"),
+            "{text}"
+        );
+        let json = report.render_json();
+        let backend = json.as_array().unwrap().last().unwrap();
+        assert_eq!(backend["code"], "MG210");
+        assert_eq!(
+            backend["object"],
+            json!({"kind": "ValidatingWebhookConfiguration", "namespace": "", "name": "policy-engine"})
+        );
+        assert_eq!(
+            backend["service"],
+            json!({"namespace": "bookinfo", "name": "reviews", "port": 9080})
+        );
+        assert_eq!(backend["webhooks"], json!(["validate.policy-engine.io"]));
+        let findings = Findings::new(report);
+        assert_eq!(findings.by_namespace_and_code()[&("bookinfo", "MG210")], 1);
+        assert_eq!(findings.counts.strict_backends, 1);
+        assert!(audit(&snapshot, &Settings::default(), Some("quiet"))
+            .backends
+            .is_empty());
+        assert_eq!(
+            findings.to_json(0.0, 0.0, Some("bookinfo"))["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|f| f["code"] == "MG210")
+                .count(),
+            1
         );
     }
 }

@@ -287,3 +287,45 @@ async fn the_mesh_config_decides_auto_mtls_unless_a_flag_does() {
         .unwrap();
     assert_eq!(report.counts().fills, 0, "{}", report.render_text(false));
 }
+
+/// Section 8: the audit lists every webhook or APIService backend already STRICT.
+/// The webhook configuration list is built here in the API server's list shape (no
+/// list of them was captured): a webhook calling bookinfo/details, STRICT under
+/// PeerAuthentication bookinfo/default.
+#[tokio::test]
+async fn webhook_backends_already_strict_are_listed() {
+    let api = ApiServer::captured();
+    api.set(
+        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+        Mode::Get,
+        Reply::Json(serde_json::json!({
+            "kind": "ValidatingWebhookConfigurationList",
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "metadata": {"resourceVersion": "734"},
+            "items": [{
+                "metadata": {"name": "policy-engine", "resourceVersion": "700"},
+                "webhooks": [{"name": "validate.policy-engine.io",
+                    "clientConfig": {"service": {"namespace": "bookinfo", "name": "details", "port": 9080}},
+                    "admissionReviewVersions": ["v1"], "sideEffects": "None"}],
+            }],
+        })),
+    );
+    let report = check_cluster(&api.client(), &target(None), &Settings::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.render_text(false),
+        "cluster: warning MG210 ValidatingWebhookConfiguration policy-engine: Service bookinfo/details port 9080 requires mutual TLS (STRICT) by PeerAuthentication bookinfo/default (namespace level), and ValidatingWebhookConfiguration policy-engine (webhook validate.policy-engine.io) calls it there: the API server is not in the mesh and calls in plaintext, so those calls fail (with failurePolicy Fail, so does every request they serve); exempt that port, e.g. a PeerAuthentication selecting the Service's pods with portLevelMtls PERMISSIVE on its target port (fix: make port 9080 of Service bookinfo/details accept plaintext (PERMISSIVE) on the server side)\n\
+         2 rules, 0 conflicts, 0 fills, 0 patches; 1 webhook backends STRICT\n"
+    );
+    // A warning: the webhook would deny nothing.
+    assert_eq!(report.exit_code(), EXIT_OK);
+    let other = check_cluster(
+        &api.client(),
+        &target(Some("default")),
+        &Settings::default(),
+    )
+    .await
+    .unwrap();
+    assert!(other.backends.is_empty());
+}

@@ -21,10 +21,10 @@ mod run;
 
 pub use diagnose::{diagnose, Diagnostic, DiagnosticKind, Scope, Severity};
 pub use options::{CheckOptions, ClusterTarget, OutputFormat};
-pub use render::STORED_ORIGIN;
+pub use render::{STORED_ORIGIN, STRICT_BACKEND_CODE};
 pub use run::{check_cluster, run};
 
-use crate::decision::judge;
+use crate::decision::{judge, StrictBackend};
 use crate::enforcement::{self, Mode};
 use crate::loader::{self, Loaded, Origin};
 use crate::model::{DestinationRule, ObjectRef};
@@ -58,12 +58,15 @@ pub struct RuleReport {
     pub scopes: usize,
 }
 
-/// The result of a check over loaded files.
+/// The result of a check over loaded files, or of an audit.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub rules: Vec<RuleReport>,
     /// Loader and snapshot notes (skipped documents, redefinitions, ignored policies).
     pub notes: Vec<String>,
+    /// The audit only: webhook and APIService backends already STRICT on the port
+    /// the API server calls (MG210), in namespaces whose mode is not `off`.
+    pub backends: Vec<StrictBackend>,
 }
 
 /// Counts of diagnostics by kind, as in the summary line.
@@ -82,6 +85,8 @@ pub struct Counts {
     pub enforced_invalid_modes: usize,
     pub rules_warn: usize,
     pub rules_off: usize,
+    /// MG210: webhook and APIService backends already STRICT (the audit only).
+    pub strict_backends: usize,
 }
 
 /// Judges every DestinationRule of `loaded` against a snapshot of all its objects.
@@ -91,6 +96,7 @@ pub fn check(loaded: &Loaded, settings: &Settings) -> Report {
     let mut report = Report {
         rules: Vec::new(),
         notes: loaded.notes.clone(),
+        backends: Vec::new(),
     };
     report.notes.extend(snapshot.notes().iter().cloned());
     for (rule, _raw, origin) in loaded.destination_rules() {
@@ -144,6 +150,7 @@ impl Report {
     pub fn counts(&self) -> Counts {
         let mut c = Counts {
             rules: self.rules.len(),
+            strict_backends: self.backends.len(),
             ..Counts::default()
         };
         for r in &self.rules {

@@ -1,7 +1,8 @@
 //! Rendering a [`Report`]: the text lines with their summary, and the JSON array
 //! (both documented in docs/codes.md).
 
-use super::{DiagnosticKind, Report, RuleReport};
+use super::{DiagnosticKind, Report, RuleReport, Severity};
+use crate::decision::StrictBackend;
 use crate::enforcement::Mode;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -26,6 +27,9 @@ impl Report {
         }
         if c.rules_off > 0 {
             let _ = write!(s, "; {} rules in mode off (not checked)", c.rules_off);
+        }
+        if c.strict_backends > 0 {
+            let _ = write!(s, "; {} webhook backends STRICT", c.strict_backends);
         }
         s
     }
@@ -57,6 +61,15 @@ impl Report {
                 out.push('\n');
             }
         }
+        for b in &self.backends {
+            let _ = writeln!(
+                out,
+                "{STORED_ORIGIN}: warning {STRICT_BACKEND_CODE} {}: {} (fix: {})",
+                b.backend.caller,
+                b.message(),
+                backend_fix(b)
+            );
+        }
         out.push_str(&self.summary());
         out.push('\n');
         out
@@ -82,6 +95,7 @@ impl Report {
                     "code": d.code,
                     "kind": d.kind,
                     "mode": r.mode.to_string(),
+                    "object": { "kind": r.rule.kind.name(), "namespace": r.rule.namespace, "name": r.rule.name },
                     "rule": { "namespace": r.rule.namespace, "name": r.rule.name },
                     "host": r.host,
                     "scopes": d.scopes,
@@ -94,8 +108,43 @@ impl Report {
                 }));
             }
         }
+        for b in &self.backends {
+            let caller = &b.backend.caller;
+            out.push(json!({
+                "file": null,
+                "line": null,
+                "document": null,
+                "item": null,
+                "severity": Severity::Warning,
+                "code": STRICT_BACKEND_CODE,
+                "kind": "strict-backend",
+                "mode": null,
+                "object": { "kind": caller.kind.name(), "namespace": caller.namespace, "name": caller.name },
+                "rule": null,
+                "host": null,
+                "service": { "namespace": b.backend.namespace, "name": b.backend.service, "port": b.backend.port },
+                "webhooks": b.backend.webhooks,
+                "scopes": [{ "port": b.backend.port, "subset": null }],
+                "client": null,
+                "required": null,
+                "location": null,
+                "message": b.message(),
+                "fix": backend_fix(b),
+                "patch": null,
+            }));
+        }
         Value::Array(out)
     }
+}
+
+/// The code of a webhook or APIService backend already STRICT (docs/codes.md).
+pub const STRICT_BACKEND_CODE: &str = "MG210";
+
+fn backend_fix(b: &StrictBackend) -> String {
+    format!(
+        "make port {} of Service {}/{} accept plaintext (PERMISSIVE) on the server side",
+        b.backend.port, b.backend.namespace, b.backend.service
+    )
 }
 
 /// What a text line starts with for a rule that was not read from a file.
