@@ -316,7 +316,9 @@ fn candidates(
         ObjectKind::Policy => Candidates::Namespace(ns),
         ObjectKind::MeshPolicy | ObjectKind::IngressClass => Candidates::All,
         // The root namespace's PeerAuthentications without a selector are the mesh level.
-        ObjectKind::PeerAuthentication if ns == root => Candidates::All,
+        ObjectKind::PeerAuthentication if ns == root && root_wide(before, change) => {
+            Candidates::All
+        }
         ObjectKind::PeerAuthentication => Candidates::Namespace(ns),
         ObjectKind::Service => {
             // A Service labelled `istio: ingressgateway` in the root namespace decides
@@ -362,6 +364,76 @@ fn candidates(
     }
 }
 
+/// Whether a change to a root-namespace PeerAuthentication touches one without a
+/// selector (the mesh level), before or after.
+fn root_wide(before: &Snapshot, change: &Change) -> bool {
+    let object = change.object();
+    let was = before.namespace(&object.namespace).is_some_and(|n| {
+        n.wide_peer_auths
+            .iter()
+            .any(|p| p.object.name == object.name)
+    });
+    let is = match change {
+        Change::Apply(MeshObject::PeerAuthentication(pa)) => pa.spec.match_labels().is_none(),
+        _ => false,
+    };
+    was || is
+}
+
+/// A change at the mesh level: a MeshPolicy, or a root-namespace PeerAuthentication
+/// without a selector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MeshLevel {
+    PeerAuthentication,
+    MeshPolicy,
+}
+
+impl MeshLevel {
+    fn of(before: &Snapshot, settings: &Settings, change: &Change) -> Option<MeshLevel> {
+        let object = change.object();
+        match object.kind {
+            ObjectKind::MeshPolicy => Some(MeshLevel::MeshPolicy),
+            ObjectKind::PeerAuthentication
+                if object.namespace == settings.root_namespace && root_wide(before, change) =>
+            {
+                Some(MeshLevel::PeerAuthentication)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the mesh level can decide a server mode in namespace `ns` (other than
+    /// the root namespace, which the change leaves as it was). When it cannot, no rule
+    /// aimed at `ns` can move, and none is compared: this is what keeps a mesh-level
+    /// change fast (section 2: the most specific level decides).
+    fn reaches(self, before: &Snapshot, settings: &Settings, ns: &str) -> bool {
+        let root = settings.root_namespace.as_str();
+        if ns == root {
+            return true;
+        }
+        let index = before.namespace(ns);
+        match self {
+            // A namespace-wide PeerAuthentication that sets a mode decides first.
+            MeshLevel::PeerAuthentication => !index.is_some_and(|n| {
+                n.wide_peer_auths
+                    .first()
+                    .is_some_and(|p| p.mode != PeerMtlsMode::Unset)
+            }),
+            // PeerAuthentication decides alone wherever one applies; then a namespace's
+            // Policy `default` decides before the MeshPolicy.
+            MeshLevel::MeshPolicy => {
+                let root_pa = before
+                    .namespace(root)
+                    .is_some_and(|n| !n.wide_peer_auths.is_empty());
+                !root_pa
+                    && !index.is_some_and(|n| {
+                        !n.wide_peer_auths.is_empty() || !n.default_policies.is_empty()
+                    })
+            }
+        }
+    }
+}
+
 /// Reviews `change` against the snapshot `before` it (contract section 8).
 pub fn review_change(before: &Snapshot, settings: &Settings, change: &Change) -> ChangeReview {
     let after = change.after(before);
@@ -382,13 +454,15 @@ pub fn review_change(before: &Snapshot, settings: &Settings, change: &Change) ->
     ) {
         review.backends = newly_strict(before, &after, settings);
     }
+    let level = MeshLevel::of(before, settings, change);
+    let reaches = |ns: &str| level.is_none_or(|l| l.reaches(before, settings, ns));
     let mut visit = |rule: &Arc<DestinationRule>| {
         let ns = rule.metadata.namespace.as_deref().unwrap_or_default();
         let mode = enforcement::mode_for(before, settings, ns);
         if !mode.judges() {
             return;
         }
-        if let Some((broken, left)) = compare(before, &after, settings, rule) {
+        if let Some((broken, left)) = compare(before, &after, settings, rule, &reaches) {
             let host = own_host(before, settings, rule);
             let affected = |scopes| AffectedRule {
                 rule: ObjectRef {
@@ -502,12 +576,23 @@ fn compare(
     after: &Snapshot,
     settings: &Settings,
     rule: &DestinationRule,
+    reaches: &dyn Fn(&str) -> bool,
 ) -> Option<(Vec<ScopeChange>, Vec<ScopeChange>)> {
     let ns = rule.metadata.namespace.as_deref().unwrap_or_default();
     let domain = &settings.cluster_domain;
     let t0 = resolve_host(before, &rule.spec.host, ns, domain);
     let t1 = resolve_host(after, &rule.spec.host, ns, domain);
     if t0 == HostTarget::OutOfScope && t1 == HostTarget::OutOfScope {
+        return None;
+    }
+    // A namespace the change cannot reach (a mesh-level change under a namespace's own policy).
+    let aimed_at = match &t0 {
+        HostTarget::Service { namespace, .. } | HostTarget::NamespaceWide { namespace } => {
+            Some(namespace.as_str())
+        }
+        HostTarget::MeshWide | HostTarget::OutOfScope => None,
+    };
+    if t0 == t1 && aimed_at.is_some_and(|n| !reaches(n)) {
         return None;
     }
     let mut scratch = Vec::new();
