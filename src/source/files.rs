@@ -89,12 +89,13 @@ pub fn watch_files(
             if now == seen {
                 continue;
             }
-            // Load only once the files have stopped changing for one interval: a
+            // Load only once the files have stayed the same for a short settle time: a
             // writer may be half-way through (an empty file would load as "no policies").
-            tokio::time::sleep(interval).await;
-            if current(&paths).await != now {
+            // The settle time is short and retried, not one whole interval: files
+            // rewritten more often than the interval would otherwise never load.
+            let Some(now) = settled(&paths, now, settle_time(interval)).await else {
                 continue;
-            }
+            };
             seen = now;
             let load = {
                 let paths = paths.clone();
@@ -117,7 +118,34 @@ pub fn watch_files(
     })
 }
 
-async fn current(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+/// How long the files must stay unchanged before a load.
+fn settle_time(interval: Duration) -> Duration {
+    interval.min(Duration::from_millis(250))
+}
+
+/// Tries a few times for the files to stay the same for `settle`; `None` when they
+/// kept changing (the next poll tries again).
+async fn settled(
+    paths: &[PathBuf],
+    mut last: Fingerprint,
+    settle: Duration,
+) -> Option<Fingerprint> {
+    for _ in 0..SETTLE_TRIES {
+        tokio::time::sleep(settle).await;
+        let now = current(paths).await;
+        if now == last {
+            return Some(now);
+        }
+        last = now;
+    }
+    None
+}
+
+const SETTLE_TRIES: usize = 8;
+
+type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+async fn current(paths: &[PathBuf]) -> Fingerprint {
     let paths = paths.to_vec();
     tokio::task::spawn_blocking(move || fingerprint(&paths))
         .await
@@ -131,4 +159,60 @@ fn counts_text(snapshot: &Snapshot) -> String {
         .map(|(kind, n)| format!("{kind}={n}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    struct Reloads(AtomicUsize);
+
+    impl SourceObserver for Reloads {
+        fn reloaded(&self, ok: bool) {
+            assert!(ok, "every version written loads");
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn policy(name: &str) -> String {
+        format!(
+            "apiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata:\n  name: {name}\n  namespace: bookinfo\nspec:\n  peers:\n  - mtls: {{}}\n"
+        )
+    }
+
+    /// A GitOps tool or a soak rewriting the files more often than the poll interval
+    /// must still get them loaded (before, a load waited for one whole quiet interval).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_rewritten_more_often_than_the_interval_are_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("policy.yaml");
+        std::fs::write(&file, policy("default")).unwrap();
+        let store = SnapshotStore::new(Settings::default());
+        let reloads = Arc::new(Reloads::default());
+        let (stop_tx, stop) = watch::channel(false);
+        let task = watch_files(
+            vec![dir.path().to_path_buf()],
+            store,
+            reloads.clone(),
+            Duration::from_secs(1),
+            stop,
+        );
+        // Rewrites every 600 ms for up to 20 s: never quiet for a whole interval.
+        for i in 0..34 {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            std::fs::write(&file, policy(&format!("p{}", i % 7))).unwrap();
+            if reloads.0.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+        }
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        assert!(
+            reloads.0.load(Ordering::SeqCst) > 0,
+            "files changed every 600 ms were never reloaded with a 1 s poll interval"
+        );
+    }
 }
