@@ -31,11 +31,13 @@ pub(super) fn load_files(paths: &[PathBuf]) -> anyhow::Result<Snapshot> {
     Ok(snapshot)
 }
 
+type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
 /// What identifies the current content of the files under `paths`: each file's
 /// path, size and modification time (a ConfigMap update through kubelet's
 /// symlink swap changes them too).
-fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    fn walk(path: &Path, out: &mut Vec<(PathBuf, u64, Option<SystemTime>)>) {
+fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
+    fn walk(path: &Path, out: &mut Fingerprint) {
         let Ok(meta) = std::fs::metadata(path) else {
             out.push((path.to_path_buf(), u64::MAX, None));
             return;
@@ -142,8 +144,6 @@ async fn settled(
 }
 
 const SETTLE_TRIES: usize = 8;
-
-type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
 
 async fn current(paths: &[PathBuf]) -> Fingerprint {
     let paths = paths.to_vec();
