@@ -176,12 +176,14 @@ fn replacement_note(key: &Identity, origin: &Origin, previous: &Origin) -> Strin
 type Identity = (ObjectKind, String, String);
 
 fn identity(object: &MeshObject) -> Option<Identity> {
-    let meta = object.metadata();
-    let name = meta.name.clone().filter(|n| !n.is_empty())?;
+    let name = object.name();
+    if name.is_empty() {
+        return None;
+    }
     Some((
         object.kind(),
-        meta.namespace.clone().unwrap_or_default(),
-        name,
+        object.namespace().to_string(),
+        name.to_string(),
     ))
 }
 

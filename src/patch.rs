@@ -134,7 +134,7 @@ fn plan_scope(
     // What the scope gave before the change, for the ports that must keep it.
     let before = scope_traffic_policy(spec, scope)
         .and_then(|tp| tp.tls.as_ref())
-        .map(|tls| tls.raw.clone());
+        .map(|tls| tls.raw.value());
     if let Some(mode) = scope_mode {
         b.ensure_object(&tp);
         b.set_mode(&format!("{tp}/tls"), mode);
@@ -216,7 +216,7 @@ fn inherited_settings(
             .and_then(|o| o[k])
             .or_else(|| top_settings.and_then(|t| t[k]));
         if let Some(v) = value.filter(|v| !v.is_null()) {
-            out.insert(key.to_string(), v.clone());
+            out.insert(key.to_string(), v.value());
         }
     }
     out
@@ -230,14 +230,14 @@ pub fn skeleton(spec: &DestinationRuleSpec) -> Value {
     fn traffic_policy(tp: &TrafficPolicy) -> Value {
         let mut out = Map::new();
         if let Some(tls) = &tp.tls {
-            out.insert("tls".into(), tls.raw.clone());
+            out.insert("tls".into(), tls.raw.value());
         }
         if !tp.port_level_settings.is_empty() {
             let entries = tp
                 .port_level_settings
                 .iter()
                 .map(|e| match &e.tls {
-                    Some(tls) => json!({ "tls": tls.raw }),
+                    Some(tls) => json!({ "tls": tls.raw.value() }),
                     None => json!({}),
                 })
                 .collect();

@@ -213,9 +213,7 @@ fn s8_deny_breaking_changes_denies_in_enforce_with_the_same_text() {
 
     // A change that only leaves rules behind is not denied.
     let mut objects = bookinfo_without_policy();
-    objects.retain(|o| {
-        o.metadata().name.as_deref() != Some("reviews") || o.kind() != ObjectKind::DestinationRule
-    });
+    objects.retain(|o| o.name() != "reviews" || o.kind() != ObjectKind::DestinationRule);
     let snapshot = Snapshot::from_objects(objects);
     let (allowed, warnings, _) = answer(&snapshot, &deny, Endpoint::Validate, &body);
     assert!(allowed);
@@ -561,14 +559,11 @@ fn changes(objects: &[MeshObject]) -> Vec<Change> {
     let mut out: Vec<Change> = objects
         .iter()
         .filter(|o| o.kind().info().changes_reviewed)
-        .map(|o| {
-            let meta = o.metadata();
-            Change::Delete {
-                kind: o.kind(),
-                namespace: meta.namespace.clone().unwrap_or_default(),
-                name: meta.name.clone().unwrap_or_default(),
-                old: Some(o.clone()),
-            }
+        .map(|o| Change::Delete {
+            kind: o.kind(),
+            namespace: o.namespace().to_string(),
+            name: o.name().to_string(),
+            old: Some(o.clone()),
         })
         .collect();
     for ns in [

@@ -108,27 +108,39 @@ fn every_fixture_object_reads_into_its_kind() {
                 "{name} {field}"
             );
             // The typed view is the right variant and keeps identity.
-            let meta = match &obj {
-                MeshObject::Policy(p) | MeshObject::MeshPolicy(p) => &p.metadata,
-                MeshObject::PeerAuthentication(p) => &p.metadata,
+            let (name_read, namespace_read, created) = match &obj {
+                MeshObject::Policy(p) | MeshObject::MeshPolicy(p) => {
+                    let m = &p.metadata;
+                    (&m.name, &m.namespace, m.creation_timestamp.is_some())
+                }
+                MeshObject::PeerAuthentication(p) => {
+                    let m = &p.metadata;
+                    (&m.name, &m.namespace, m.creation_timestamp.is_some())
+                }
                 MeshObject::DestinationRule(dr, raw) => {
                     assert_eq!(raw, v, "{name}: the raw object is kept unchanged");
-                    &dr.metadata
+                    let m = &dr.metadata;
+                    (&m.name, &m.namespace, m.created().is_some())
                 }
                 other => panic!("{name}: unexpected {other:?}"),
             };
             assert_eq!(
-                meta.name.as_deref(),
+                name_read.as_deref(),
                 v["metadata"]["name"].as_str(),
                 "{name}"
             );
+            assert_eq!(obj.name(), v["metadata"]["name"].as_str().unwrap_or(""));
             assert_eq!(
-                meta.namespace.as_deref(),
+                namespace_read.as_deref(),
                 v["metadata"]["namespace"].as_str(),
                 "{name}"
             );
             assert_eq!(
-                meta.creation_timestamp.is_some(),
+                obj.namespace(),
+                v["metadata"]["namespace"].as_str().unwrap_or("")
+            );
+            assert_eq!(
+                created,
                 v["metadata"]["creationTimestamp"].is_string(),
                 "{name}"
             );

@@ -42,14 +42,11 @@ impl Change {
     /// The object changed.
     pub fn object(&self) -> ObjectRef {
         match self {
-            Change::Apply(obj) => {
-                let meta = obj.metadata();
-                ObjectRef {
-                    kind: obj.kind(),
-                    namespace: meta.namespace.clone().unwrap_or_default(),
-                    name: meta.name.clone().unwrap_or_default(),
-                }
-            }
+            Change::Apply(obj) => ObjectRef {
+                kind: obj.kind(),
+                namespace: obj.namespace().to_string(),
+                name: obj.name().to_string(),
+            },
             Change::Delete {
                 kind,
                 namespace,

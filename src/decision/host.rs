@@ -124,7 +124,7 @@ pub fn rules_with_host<'a>(
         _ => snapshot.rules_in(namespace).filter(|r| same(r)).collect(),
     };
     rules.sort_by_key(|r| {
-        let created = crate::model::created(&r.metadata);
+        let created = r.metadata.created();
         (created.is_none(), created, r.metadata.name.clone())
     });
     rules

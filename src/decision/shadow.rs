@@ -4,7 +4,7 @@
 
 use super::host::{resolve_host, HostTarget};
 use super::verdict::{Warning, WarningCode};
-use crate::model::{created, DestinationRule};
+use crate::model::DestinationRule;
 use crate::snapshot::{age_cmp, Snapshot};
 use std::cmp::Ordering;
 
@@ -56,7 +56,7 @@ pub(super) fn older_rule_warning(
     cluster_domain: &str,
 ) -> Option<Warning> {
     let name = rule.metadata.name.as_deref().unwrap_or_default();
-    let age = (created(&rule.metadata), name);
+    let age = (rule.metadata.created(), name);
     let key = covered(target.clone(), &rule.spec.host);
     let older = snapshot
         .rules_in(namespace)
@@ -66,7 +66,7 @@ pub(super) fn older_rule_warning(
             (
                 r,
                 (
-                    created(&r.metadata),
+                    r.metadata.created(),
                     r.metadata.name.as_deref().unwrap_or_default(),
                 ),
             )

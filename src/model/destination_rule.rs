@@ -2,20 +2,20 @@
 //!
 //! The typed view holds what the decision reads, plus the few raw values a patch
 //! must see or copy (a scope's `tls`, and the settings a new port entry repeats),
-//! so that neither needs the whole object parsed a second time.
+//! so that neither needs the whole object parsed a second time. Those values are
+//! kept as compact JSON text ([`RawJson`]): the index stores every DestinationRule
+//! of the cluster, and a parsed `serde_json::Value` map costs several hundred bytes
+//! where its text costs a few dozen (issue 6's memory target).
 
 use super::null_default;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Deserialize;
 use serde_json::Value;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct DestinationRule {
-    /// Only `name`, `namespace`, `creationTimestamp` and `resourceVersion` (which the
-    /// stored-rule reconciler's patch tests) are read: the rest (`managedFields` above
-    /// all) would cost more than the whole decision.
-    #[serde(default, deserialize_with = "identity")]
-    pub metadata: ObjectMeta,
+    #[serde(default, deserialize_with = "null_default")]
+    pub metadata: RuleMeta,
     #[serde(default, deserialize_with = "null_default")]
     pub spec: DestinationRuleSpec,
 }
@@ -43,11 +43,11 @@ pub struct TrafficPolicy {
     /// Kept raw: a `portLevelSettings` entry added by a patch carries a copy
     /// (Istio's port entries replace these wholesale instead of inheriting them).
     #[serde(default)]
-    pub connection_pool: Option<Value>,
+    pub connection_pool: Option<RawJson>,
     #[serde(default)]
-    pub load_balancer: Option<Value>,
+    pub load_balancer: Option<RawJson>,
     #[serde(default)]
-    pub outlier_detection: Option<Value>,
+    pub outlier_detection: Option<RawJson>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -59,11 +59,11 @@ pub struct PortTrafficPolicy {
     pub tls: Option<ClientTls>,
     /// Kept raw: a subset's new port entry carries what it inherited from here.
     #[serde(default)]
-    pub connection_pool: Option<Value>,
+    pub connection_pool: Option<RawJson>,
     #[serde(default)]
-    pub load_balancer: Option<Value>,
+    pub load_balancer: Option<RawJson>,
     #[serde(default)]
-    pub outlier_detection: Option<Value>,
+    pub outlier_detection: Option<RawJson>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -82,7 +82,7 @@ pub struct Subset {
 
 impl PortTrafficPolicy {
     /// The settings besides TLS, in the order of [`PORT_SETTINGS`].
-    pub fn settings(&self) -> [Option<&Value>; 3] {
+    pub fn settings(&self) -> [Option<&RawJson>; 3] {
         settings_of(
             &self.connection_pool,
             &self.load_balancer,
@@ -96,10 +96,10 @@ impl PortTrafficPolicy {
 pub const PORT_SETTINGS: [&str; 3] = ["connectionPool", "loadBalancer", "outlierDetection"];
 
 fn settings_of<'a>(
-    connection_pool: &'a Option<Value>,
-    load_balancer: &'a Option<Value>,
-    outlier_detection: &'a Option<Value>,
-) -> [Option<&'a Value>; 3] {
+    connection_pool: &'a Option<RawJson>,
+    load_balancer: &'a Option<RawJson>,
+    outlier_detection: &'a Option<RawJson>,
+) -> [Option<&'a RawJson>; 3] {
     [
         connection_pool.as_ref(),
         load_balancer.as_ref(),
@@ -113,7 +113,42 @@ fn settings_of<'a>(
 pub struct ClientTls {
     pub mode: Option<String>,
     /// The whole object (`sni`, certificates...), for a patch that must keep it.
-    pub raw: Value,
+    pub raw: RawJson,
+}
+
+/// A JSON value kept as its compact text, parsed again only when a patch needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawJson(Box<str>);
+
+impl RawJson {
+    pub fn new(value: &Value) -> RawJson {
+        RawJson(value.to_string().into_boxed_str())
+    }
+
+    /// The value, parsed from the text [`RawJson::new`] wrote.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.0).expect("RawJson holds the text serde_json wrote")
+    }
+
+    pub fn is_null(&self) -> bool {
+        &*self.0 == "null"
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for RawJson {
+    fn default() -> Self {
+        RawJson("null".into())
+    }
+}
+
+impl<'de> Deserialize<'de> for RawJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Value::deserialize(d).map(|v| RawJson::new(&v))
+    }
 }
 
 impl TryFrom<Value> for ClientTls {
@@ -128,13 +163,16 @@ impl TryFrom<Value> for ClientTls {
             Some(Value::String(m)) => Some(m.clone()),
             Some(other) => return Err(format!("tls.mode: expected a string, got {other}")),
         };
-        Ok(ClientTls { mode, raw })
+        Ok(ClientTls {
+            mode,
+            raw: RawJson::new(&raw),
+        })
     }
 }
 
 impl TrafficPolicy {
     /// The settings besides TLS, in the order of [`PORT_SETTINGS`].
-    pub fn settings(&self) -> [Option<&Value>; 3] {
+    pub fn settings(&self) -> [Option<&RawJson>; 3] {
         settings_of(
             &self.connection_pool,
             &self.load_balancer,
@@ -150,26 +188,28 @@ impl TrafficPolicy {
     }
 }
 
-/// The identity fields of `metadata`; every other field is skipped unparsed.
-fn identity<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
-    #[derive(Deserialize, Default)]
-    #[serde(rename_all = "camelCase")]
-    struct Identity {
-        #[serde(default)]
-        name: Option<String>,
-        #[serde(default)]
-        namespace: Option<String>,
-        #[serde(default)]
-        creation_timestamp: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
-        #[serde(default)]
-        resource_version: Option<String>,
+/// The fields of a DestinationRule's `metadata` that are read; every other field
+/// (`managedFields` above all) is skipped unparsed. A whole `ObjectMeta` would add
+/// over 300 bytes to each of the cluster's rules the index stores.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleMeta {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub creation_timestamp: Option<Time>,
+    /// What the stored-rule reconciler's patch tests.
+    #[serde(default)]
+    pub resource_version: Option<String>,
+}
+
+impl RuleMeta {
+    /// Creation time in seconds since the epoch.
+    pub fn created(&self) -> Option<i64> {
+        self.creation_timestamp
+            .as_ref()
+            .map(|Time(t)| t.as_second())
     }
-    let id = Option::<Identity>::deserialize(d)?.unwrap_or_default();
-    Ok(ObjectMeta {
-        name: id.name,
-        namespace: id.namespace,
-        creation_timestamp: id.creation_timestamp,
-        resource_version: id.resource_version,
-        ..ObjectMeta::default()
-    })
 }

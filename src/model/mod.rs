@@ -15,7 +15,7 @@ mod policy;
 
 pub use destination_rule::{
     ClientTls, DestinationRule, DestinationRuleSpec, PortSelector as DrPortSelector,
-    PortTrafficPolicy, Subset, TrafficPolicy, PORT_SETTINGS,
+    PortTrafficPolicy, RawJson, RuleMeta, Subset, TrafficPolicy, PORT_SETTINGS,
 };
 pub use kind::{KindInfo, ObjectKind, KINDS};
 pub use object::{MeshObject, ModelError};

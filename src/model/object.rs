@@ -45,12 +45,31 @@ pub enum ModelError {
 }
 
 impl MeshObject {
-    /// The object's metadata, whatever its kind.
-    pub fn metadata(&self) -> &ObjectMeta {
+    /// The object's name (empty when it has none).
+    pub fn name(&self) -> &str {
         match self {
+            MeshObject::DestinationRule(r, _) => r.metadata.name.as_deref(),
+            other => other.metadata().and_then(|m| m.name.as_deref()),
+        }
+        .unwrap_or_default()
+    }
+
+    /// The object's namespace (empty for cluster-scoped objects).
+    pub fn namespace(&self) -> &str {
+        match self {
+            MeshObject::DestinationRule(r, _) => r.metadata.namespace.as_deref(),
+            other => other.metadata().and_then(|m| m.namespace.as_deref()),
+        }
+        .unwrap_or_default()
+    }
+
+    /// The metadata of any kind but DestinationRule, whose typed view keeps only
+    /// its identity ([`super::RuleMeta`]).
+    fn metadata(&self) -> Option<&ObjectMeta> {
+        Some(match self {
             MeshObject::Policy(p) | MeshObject::MeshPolicy(p) => &p.metadata,
             MeshObject::PeerAuthentication(p) => &p.metadata,
-            MeshObject::DestinationRule(r, _) => &r.metadata,
+            MeshObject::DestinationRule(..) => return None,
             MeshObject::Service(s) => &s.metadata,
             MeshObject::Ingress(i) => &i.metadata,
             MeshObject::IngressClass(c) => &c.metadata,
@@ -61,7 +80,7 @@ impl MeshObject {
             MeshObject::ReferenceGrant(g) => &g.metadata,
             MeshObject::Webhooks(_, c) => &c.metadata,
             MeshObject::APIService(s) => &s.metadata,
-        }
+        })
     }
 
     /// Reads one object; `Ok(None)` for a kind the contract does not read.

@@ -25,7 +25,7 @@ pub(crate) fn backends_of(obj: &MeshObject) -> Option<Vec<Backend>> {
     let caller = |kind| ObjectRef {
         kind,
         namespace: String::new(),
-        name: obj.metadata().name.clone().unwrap_or_default(),
+        name: obj.name().to_string(),
     };
     let mut out: Vec<Backend> = Vec::new();
     let mut add = |kind, webhook: Option<&str>, svc: &ServiceReference| {

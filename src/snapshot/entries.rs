@@ -173,10 +173,50 @@ pub enum TargetPort {
     Name(String),
 }
 
+/// A label map kept as one sorted slice: a Service's selector has a label or two,
+/// and a `BTreeMap` node for them costs over 500 bytes (issue 6's memory target,
+/// with 100,000 Services stored).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels(Box<[(Box<str>, Box<str>)]>);
+
+impl Labels {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .ok()
+            .map(|i| &*self.0[i].1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
+    }
+}
+
+impl From<&BTreeMap<String, String>> for Labels {
+    fn from(map: &BTreeMap<String, String>) -> Labels {
+        // A BTreeMap iterates sorted, as `get` needs.
+        Labels(
+            map.iter()
+                .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
+                .collect(),
+        )
+    }
+}
+
+impl serde::Serialize for Labels {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ServiceEntry {
     pub name: String,
-    pub selector: BTreeMap<String, String>,
+    pub selector: Labels,
     pub ports: Vec<ServicePortEntry>,
     /// Annotated `mtls-guard.io/ingress-exposed: "true"`.
     pub ingress_exposed: bool,
@@ -224,7 +264,10 @@ impl ServiceEntry {
         let labels = meta.labels.as_ref();
         ServiceEntry {
             name: meta.name.clone().unwrap_or_default(),
-            selector: spec.and_then(|s| s.selector.clone()).unwrap_or_default(),
+            selector: spec
+                .and_then(|s| s.selector.as_ref())
+                .map(Labels::from)
+                .unwrap_or_default(),
             ports,
             ingress_exposed: annotations
                 .and_then(|a| a.get(INGRESS_EXPOSED_ANNOTATION))
@@ -257,7 +300,7 @@ impl ServiceEntry {
             let missing = pa
                 .match_labels
                 .iter()
-                .find(|(k, v)| self.selector.get(*k) != Some(*v));
+                .find(|(k, v)| self.selector.get(k) != Some(v.as_str()));
             match missing {
                 None => full.push(pa.clone()),
                 Some((k, v)) => {
@@ -266,7 +309,7 @@ impl ServiceEntry {
                     let disjoint = pa
                         .match_labels
                         .iter()
-                        .any(|(k, v)| self.selector.get(k).is_some_and(|sv| sv != v));
+                        .any(|(k, v)| self.selector.get(k).is_some_and(|sv| sv != *v));
                     if !disjoint && !self.selector.is_empty() {
                         partial.push((pa.clone(), format!("{k}={v}")));
                     }

@@ -19,8 +19,8 @@ mod rules;
 
 pub use backends::Backend;
 pub use entries::{
-    PeerAuthEntry, PolicyEntry, PolicyTargetEntry, ServiceEntry, ServicePortEntry, TargetPort,
-    INGRESS_EXPOSED_ANNOTATION,
+    Labels, PeerAuthEntry, PolicyEntry, PolicyTargetEntry, ServiceEntry, ServicePortEntry,
+    TargetPort, INGRESS_EXPOSED_ANNOTATION,
 };
 pub use namespace::{Name, NamespaceIndex};
 pub use rules::RuleKey;
@@ -96,9 +96,8 @@ struct Reduced {
 impl Reduced {
     fn new(obj: MeshObject) -> Reduced {
         let kind = obj.kind();
-        let meta = obj.metadata();
-        let namespace = meta.namespace.clone().unwrap_or_default();
-        let name = meta.name.clone().unwrap_or_default();
+        let namespace = obj.namespace().to_string();
+        let name = obj.name().to_string();
         let mut notes = Vec::new();
         let entry = match obj {
             MeshObject::Policy(p) => {
@@ -434,13 +433,7 @@ impl Snapshot {
         } else {
             let keys: HashSet<(String, String)> = listed
                 .iter()
-                .map(|o| {
-                    let meta = o.metadata();
-                    (
-                        meta.namespace.clone().unwrap_or_default(),
-                        meta.name.clone().unwrap_or_default(),
-                    )
-                })
+                .map(|o| (o.namespace().to_string(), o.name().to_string()))
                 .collect();
             for (namespace, name) in self.keys(kind) {
                 if !keys.contains(&(namespace.clone(), name.clone())) {
