@@ -4,15 +4,21 @@
 //! given a resourceVersion as the cluster source has it). A pass runs off the
 //! runtime (`spawn_blocking`), once per debounced snapshot change.
 //!
+//! After one namespace-level change (a PeerAuthentication in one namespace), the
+//! stored-rules pass judges only the rules the change can reach ([`RulePasses`]);
+//! `one_namespace_change` measures it beside the full pass over the same snapshot.
+//!
 //! `cargo bench --bench reconcile -- --warm-up-time 1 --measurement-time 10`
 
 /// The allocator the `mtls-guard` binary uses (src/main.rs), so the bench measures what runs.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use mtls_guard::model::MeshObject;
-use mtls_guard::reconcile::{plan, plan_exemptions, plan_rules, ExemptionApi, Reconcilers};
+use mtls_guard::reconcile::{
+    plan, plan_exemptions, plan_rules, ExemptionApi, Reconcilers, RulePasses,
+};
 use mtls_guard::settings::Settings;
 use mtls_guard::snapshot::Snapshot;
 use std::hint::black_box;
@@ -53,6 +59,38 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("both", |b| {
         b.iter(|| black_box(plan(&snapshot, &settings, &both, &[])))
+    });
+    g.finish();
+
+    // One namespace-level change: namespace 42's PeerAuthentication `default` is written.
+    let mut changed = snapshot.clone();
+    changed.apply(world::obj(serde_json::json!({
+        "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+        "metadata": {"name": "default", "namespace": world::ns_name(42)},
+        "spec": {"mtls": {"mode": "DISABLE"}},
+    })));
+    let mut primed = RulePasses::default();
+    primed.plan(&snapshot, &settings);
+    let (incremental, report) = primed.clone().plan(&changed, &settings);
+    assert!(!report.full);
+    assert_eq!(incremental, plan_rules(&changed, &settings));
+    eprintln!(
+        "one namespace change: the incremental pass judges {} rules ({} patches, {} held)",
+        report.judged,
+        incremental.patches.len(),
+        incremental.held.len()
+    );
+    let mut g = c.benchmark_group("reconcile_rules_one_namespace_change");
+    g.sample_size(10);
+    g.bench_function("full", |b| {
+        b.iter(|| black_box(plan_rules(&changed, &settings)))
+    });
+    g.bench_function("incremental", |b| {
+        b.iter_batched(
+            || primed.clone(),
+            |mut passes| black_box(passes.plan(&changed, &settings)),
+            BatchSize::LargeInput,
+        )
     });
     g.finish();
 }

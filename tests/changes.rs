@@ -9,7 +9,7 @@ use mtls_guard::admission::{review, Endpoint, ReviewVerdict};
 use mtls_guard::decision::{judge, review_change, Change, Finding, Outcome, PortScope};
 use mtls_guard::enforcement::mode_for;
 use mtls_guard::model::{MeshObject, ObjectKind};
-use mtls_guard::settings::{IngressGateway, Settings};
+use mtls_guard::settings::{IngressGateway, Mode, Settings};
 use mtls_guard::snapshot::Snapshot;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -776,4 +776,218 @@ fn s8_the_backend_is_judged_on_the_port_it_is_called_on() {
     objects.push(obj(namespace("monitoring", Some("off"))));
     let quiet = Snapshot::from_objects(objects);
     assert!(validate(&quiet, &settings, &workload("8080")).is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// The stored-rules reconciler (contract section 9) judges again only the rules the
+// changes since its last pass can reach: the same reach as the review above.
+// ---------------------------------------------------------------------------
+
+/// `object` as the cluster source has it: a DestinationRule carries a resourceVersion.
+fn stored(mut object: MeshObject, version: usize) -> MeshObject {
+    if let MeshObject::DestinationRule(rule, _) = &mut object {
+        rule.metadata.resource_version = Some(version.to_string());
+    }
+    object
+}
+
+#[test]
+fn s9_each_incremental_rule_pass_plans_exactly_what_judging_every_rule_plans() {
+    use mtls_guard::reconcile::{
+        plan, plan_pass, plan_rules, ExemptionApi, Reconcilers, RulePasses,
+    };
+    // Besides the mixed mesh, a rule without tls towards each namespace's `web`
+    // (filled wherever its server side requires mutual TLS).
+    let mut objects = mixed_mesh();
+    objects.push(obj(service("bare", "web", 8080)));
+    for ns in [
+        "istio-system",
+        "bookinfo",
+        "shop",
+        "quiet",
+        "bookinfo-gw",
+        "fresh",
+        "bare",
+    ] {
+        objects.push(obj(json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "web-plain", "namespace": ns},
+            "spec": {"host": format!("web.{ns}.svc.cluster.local")},
+        })));
+    }
+    let objects: Vec<MeshObject> = objects
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| stored(o, i))
+        .collect();
+    // The writes first, then the deletes (the reference test's order is the reverse).
+    let (deletes, mut all): (Vec<Change>, Vec<Change>) = changes(&objects)
+        .into_iter()
+        .partition(|c| matches!(c, Change::Delete { .. }));
+    // The rules themselves, their namespaces' modes, and namespaces that come and go.
+    for (i, (ns, mode)) in [
+        ("shop", "ISTIO_MUTUAL"),
+        ("bookinfo", "DISABLE"),
+        ("fresh", "SIMPLE"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let at = all.len() / (4 - i);
+        all.insert(
+            at,
+            Change::Apply(stored(obj(rule(ns, "web", "web", mode)), 9000 + i)),
+        );
+        all.insert(
+            at + 1,
+            Change::Apply(stored(
+                obj(rule(ns, "wide", &format!("*.{ns}.svc.cluster.local"), mode)),
+                9100 + i,
+            )),
+        );
+        all.insert(at + 2, Change::Apply(obj(namespace(ns, Some("warn")))));
+    }
+    // A rule aimed at another namespace, written and then under its own namespace's
+    // mode; a Gateway in another namespace than its routes' backends goes (among the
+    // deletes) while they need mutual TLS.
+    all.push(Change::Apply(obj(peer_auth("shop", "default", "STRICT"))));
+    all.push(Change::Apply(obj(peer_auth(
+        "bookinfo-gw",
+        "default",
+        "STRICT",
+    ))));
+    all.push(Change::Apply(stored(
+        obj(json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "cross", "namespace": "fresh"},
+            "spec": {"host": "web.shop.svc.cluster.local"},
+        })),
+        9300,
+    )));
+    all.push(Change::Apply(obj(namespace("fresh", Some("warn")))));
+    all.push(Change::Apply(obj(namespace("fresh", Some("enforce")))));
+    all.extend(deletes);
+    all.push(Change::Apply(obj(namespace("shop", Some("enforce")))));
+    all.push(Change::Apply(obj(namespace("bookinfo", None))));
+    all.push(Change::Delete {
+        kind: ObjectKind::DestinationRule,
+        namespace: "shop".into(),
+        name: "mesh".into(),
+        old: None,
+    });
+    all.push(Change::Apply(stored(
+        obj(rule("fresh", "late", "web.shop", "DISABLE")),
+        9200,
+    )));
+    all.push(Change::Apply(obj(namespace("fresh", None))));
+    all.push(Change::Delete {
+        kind: ObjectKind::Namespace,
+        namespace: String::new(),
+        name: "shop".into(),
+        old: None,
+    });
+    assert!(all.len() > 100, "{}", all.len());
+
+    // In enforce, so that rules are patched and held wherever a namespace has no label.
+    // First, one change per pass: a Gateway that goes and comes back while its route's
+    // backend (in another namespace) needs mutual TLS, and the MeshPolicy under a
+    // namespace with no policy of its own.
+    let gateway = objects
+        .iter()
+        .find(|o| o.kind() == ObjectKind::Gateway)
+        .unwrap()
+        .clone();
+    let mesh_policy = |peers: Value| {
+        Change::Apply(obj(json!({
+            "apiVersion": "authentication.istio.io/v1alpha1", "kind": "MeshPolicy",
+            "metadata": {"name": "default"}, "spec": {"peers": peers},
+        })))
+    };
+    let singles = vec![
+        Change::Apply(obj(peer_auth("bookinfo-gw", "default", "STRICT"))),
+        Change::Delete {
+            kind: ObjectKind::Gateway,
+            namespace: gateway.namespace().to_string(),
+            name: gateway.name().to_string(),
+            old: None,
+        },
+        Change::Apply(gateway),
+        mesh_policy(json!([{"mtls": {}}])),
+        mesh_policy(json!([{"mtls": {"mode": "PERMISSIVE"}}])),
+    ];
+    let first = singles.len();
+    all.splice(0..0, singles);
+    let default = Settings {
+        mode: Mode::Enforce,
+        ..Settings::default()
+    };
+    let auto = Settings {
+        auto_mtls: true,
+        ..default.clone()
+    };
+    let present = Settings {
+        ingress_gateway: IngressGateway::Present,
+        ..default.clone()
+    };
+    let api = ExemptionApi::peer_authentication("security.istio.io/v1");
+    for reconcilers in [
+        Reconcilers {
+            exemptions: None,
+            rules: true,
+        },
+        Reconcilers {
+            exemptions: Some(api.clone()),
+            rules: true,
+        },
+    ] {
+        let mut snapshot = Snapshot::from_objects(objects.clone());
+        let mut passes = RulePasses::default();
+        let (mut passes_run, mut incremental, mut judged, mut moved) = (0, 0, 0, 0);
+        let mut previous = None;
+        let mut next = all.iter();
+        // 1, 2, 3 changes between passes, in turn; the settings change now and then.
+        for step in 0.. {
+            let size = if step < first { 1 } else { step % 3 + 1 };
+            let batch: Vec<&Change> = next.by_ref().take(size).collect();
+            if batch.is_empty() {
+                break;
+            }
+            for change in batch {
+                snapshot = change.after(&snapshot);
+            }
+            let settings = match step / 20 % 3 {
+                0 => &default,
+                1 => &auto,
+                _ => &present,
+            };
+            let (got, report) = plan_pass(&snapshot, settings, &reconcilers, &[], &mut passes);
+            let want = plan(&snapshot, settings, &reconcilers, &[]);
+            assert_eq!(got.rules, want.rules, "step {step}");
+            assert_eq!(got.exemptions, want.exemptions, "step {step}");
+            if reconcilers.exemptions.is_none() {
+                assert_eq!(got.rules, plan_rules(&snapshot, settings), "step {step}");
+            }
+            passes_run += 1;
+            if previous.as_ref() != Some(&want.rules) {
+                moved += 1;
+            }
+            previous = Some(want.rules);
+            if !report.full {
+                incremental += 1;
+                judged += report.judged;
+            }
+        }
+        // Most passes judged only some rules, and the plan moved often.
+        let rules = snapshot.rules().count();
+        eprintln!("{passes_run} passes, {incremental} incremental ({judged} rules judged, {rules} stored at the end), the plan moved in {moved}");
+        assert!(
+            incremental * 4 > passes_run * 3,
+            "{incremental} of {passes_run}"
+        );
+        assert!(
+            judged < incremental * rules,
+            "{judged} judged in {incremental} passes"
+        );
+        assert!(moved >= 10, "{moved} of {passes_run}");
+    }
 }

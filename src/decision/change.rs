@@ -11,12 +11,12 @@ use super::backend::{newly_strict, StrictBackend};
 use super::client::{client_mode, ClientMode};
 use super::host::{resolve_host, HostTarget};
 use super::judge::{outcome, port_sides, required_mode, PortSide};
+use super::reach::{root_wide, Reach};
 use super::verdict::{Outcome, PortScope, Required};
 use crate::enforcement::{self, Mode};
 use crate::model::{DestinationRule, MeshObject, ObjectKind, ObjectRef, PeerMtlsMode, PolicyMode};
 use crate::settings::Settings;
 use crate::snapshot::Snapshot;
-use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -289,94 +289,6 @@ fn scopes_text(members: &[&ScopeChange], only_other: bool) -> String {
     texts.join("; ")
 }
 
-/// The stored rules a change can affect (a superset: each is compared).
-enum Candidates {
-    None,
-    /// Rules that can name some service of the namespace, and every wildcard rule.
-    Namespace(String),
-    /// Rules that can name one of these services.
-    Services(Vec<(String, String)>),
-    /// Every stored rule (a mesh-level change).
-    All,
-}
-
-fn candidates(
-    before: &Snapshot,
-    after: &Snapshot,
-    settings: &Settings,
-    change: &Change,
-) -> Candidates {
-    let object = change.object();
-    let ns = object.namespace.clone();
-    let root = settings.root_namespace.as_str();
-    match object.kind {
-        ObjectKind::Policy => Candidates::Namespace(ns),
-        ObjectKind::MeshPolicy | ObjectKind::IngressClass => Candidates::All,
-        // The root namespace's PeerAuthentications without a selector are the mesh level.
-        ObjectKind::PeerAuthentication if ns == root && root_wide(before, change) => {
-            Candidates::All
-        }
-        ObjectKind::PeerAuthentication => Candidates::Namespace(ns),
-        ObjectKind::Service => {
-            // A Service labelled `istio: ingressgateway` in the root namespace decides
-            // whether the Istio ingress gateway is present, for every exemption (a).
-            let gateway = |s: &Snapshot| super::exemption::ingress_gateway_present(s, settings);
-            if ns == root && gateway(before) != gateway(after) {
-                Candidates::All
-            } else {
-                Candidates::Services(vec![(ns, object.name)])
-            }
-        }
-        ObjectKind::Ingress => {
-            // The services whose non-mesh Ingress changed.
-            let backends = |s: &Snapshot| s.namespace(&ns).map(|n| n.ingress_backends.clone());
-            let (b0, b1) = (
-                backends(before).unwrap_or_default(),
-                backends(after).unwrap_or_default(),
-            );
-            let mut services: Vec<(String, String)> = b0
-                .iter()
-                .filter(|(k, v)| b1.get(*k) != Some(*v))
-                .chain(b1.iter().filter(|(k, _)| !b0.contains_key(*k)))
-                .map(|(k, _)| (ns.clone(), k.to_string()))
-                .collect();
-            services.sort();
-            services.dedup();
-            Candidates::Services(services)
-        }
-        ObjectKind::HTTPRoute
-        | ObjectKind::GRPCRoute
-        | ObjectKind::TLSRoute
-        | ObjectKind::TCPRoute
-        | ObjectKind::Gateway
-        | ObjectKind::GatewayClass
-        | ObjectKind::ReferenceGrant => {
-            Candidates::Services(before.gateway().changed_services(after.gateway()))
-        }
-        ObjectKind::DestinationRule
-        | ObjectKind::Namespace
-        | ObjectKind::MutatingWebhookConfiguration
-        | ObjectKind::ValidatingWebhookConfiguration
-        | ObjectKind::APIService => Candidates::None,
-    }
-}
-
-/// Whether a change to a root-namespace PeerAuthentication touches one without a
-/// selector (the mesh level), before or after.
-fn root_wide(before: &Snapshot, change: &Change) -> bool {
-    let object = change.object();
-    let was = before.namespace(&object.namespace).is_some_and(|n| {
-        n.wide_peer_auths
-            .iter()
-            .any(|p| p.object.name == object.name)
-    });
-    let is = match change {
-        Change::Apply(MeshObject::PeerAuthentication(pa)) => pa.spec.match_labels().is_none(),
-        _ => false,
-    };
-    was || is
-}
-
 /// A change at the mesh level: a MeshPolicy, or a root-namespace PeerAuthentication
 /// without a selector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -479,21 +391,7 @@ pub fn review_change(before: &Snapshot, settings: &Settings, change: &Change) ->
             }
         }
     };
-    match candidates(before, &after, settings, change) {
-        Candidates::None => {}
-        Candidates::All => before.rules().for_each(&mut visit),
-        Candidates::Namespace(ns) => before.rules_for_namespace(&ns).for_each(&mut visit),
-        Candidates::Services(services) => {
-            let mut seen = HashSet::new();
-            for (ns, name) in &services {
-                for rule in before.rules_for_service(ns, name) {
-                    if seen.insert(Arc::as_ptr(rule)) {
-                        visit(rule);
-                    }
-                }
-            }
-        }
-    }
+    Reach::of_change(before, &after, settings, change).for_each_rule(before, &mut visit);
     // Namespaces come in no particular order from the index: name order.
     let order = |r: &AffectedRule| (r.rule.namespace.clone(), r.rule.name.clone());
     review.broken.sort_by_key(order);

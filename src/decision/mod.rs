@@ -12,6 +12,7 @@ pub mod exemption;
 mod host;
 mod judge;
 pub mod policy_object;
+pub mod reach;
 mod server;
 mod shadow;
 mod verdict;
@@ -24,5 +25,6 @@ pub use client::{
 pub use exemption::{Exemption, IngressVia};
 pub use host::{resolve_host, rules_with_host, HostTarget};
 pub use judge::judge;
+pub use reach::{reached_between, Reach, Reached};
 pub use server::{server_mode, Decider, Level, ServerDecision, ServerMode, Subject};
 pub use verdict::{Finding, Group, Outcome, PortScope, Required, Verdict, Warning, WarningCode};

@@ -14,7 +14,7 @@ pub use exemption::{
     plan_exemptions, ExemptionAction, ExemptionApi, ExemptionPlan, Managed, Notice, NoticeReason,
     WantedExemption, MANAGED_BY, MANAGED_BY_LABEL, NAME_PREFIX,
 };
-pub use rules::{plan_rules, RulePatch, RulePlan};
+pub use rules::{plan_rules, PassReport, RulePasses, RulePatch, RulePlan};
 
 use crate::model::MeshObject;
 use crate::settings::Settings;
@@ -37,18 +37,40 @@ pub struct Plan {
     pub rules: RulePlan,
 }
 
-/// Plans one pass of the reconcilers that are on. `managed` holds the exemption
-/// objects mtls-guard manages in the cluster (labelled [`MANAGED_BY_LABEL`]).
-///
-/// Rules are judged against the snapshot as it will be once the exemptions are
-/// in place: a rule towards a service whose PERMISSIVE exemption is about to be
-/// written may keep `ISTIO_MUTUAL` (section 5), and must not be downgraded first.
+/// Plans one pass of the reconcilers that are on, judging every stored rule.
+/// `managed` holds the exemption objects mtls-guard manages in the cluster
+/// (labelled [`MANAGED_BY_LABEL`]).
 pub fn plan(
     snapshot: &Snapshot,
     settings: &Settings,
     reconcilers: &Reconcilers,
     managed: &[Managed],
 ) -> Plan {
+    plan_pass(
+        snapshot,
+        settings,
+        reconcilers,
+        managed,
+        &mut RulePasses::default(),
+    )
+    .0
+}
+
+/// [`plan`], with the stored rules judged only where the changes since the pass
+/// `passes` remembers can reach ([`RulePasses`]); every rule when it remembers none.
+///
+/// Rules are judged against the snapshot as it will be once the exemptions are
+/// in place: a rule towards a service whose PERMISSIVE exemption is about to be
+/// written may keep `ISTIO_MUTUAL` (section 5), and must not be downgraded first.
+/// That snapshot is built again on each pass, so the namespaces holding managed or
+/// wanted exemptions count as changed every time (their rules are judged again).
+pub fn plan_pass(
+    snapshot: &Snapshot,
+    settings: &Settings,
+    reconcilers: &Reconcilers,
+    managed: &[Managed],
+    passes: &mut RulePasses,
+) -> (Plan, PassReport) {
     let mut out = Plan::default();
     let mut after = None;
     if let Some(api) = &reconcilers.exemptions {
@@ -64,10 +86,13 @@ pub fn plan(
         }
         out.exemptions = exemptions;
     }
+    let mut report = PassReport::default();
     if reconcilers.rules {
-        out.rules = plan_rules(after.as_ref().unwrap_or(snapshot), settings);
+        let (rules, r) = passes.plan(after.as_ref().unwrap_or(snapshot), settings);
+        out.rules = rules;
+        report = r;
     }
-    out
+    (out, report)
 }
 #[cfg(test)]
 mod tests;

@@ -454,3 +454,66 @@ fn s9_stored_rules_fill_hold_and_follow_the_mode() {
         vec![]
     );
 }
+
+#[test]
+fn s9_a_rule_pass_judges_only_what_changed_since_the_last() {
+    let objects = load(&["bookinfo", "bookinfo-exemption"]);
+    let mut snapshot = from_cluster(objects);
+    snapshot.apply(obj(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 8080}]}})));
+    let rule = |version: &str, spec: Value| {
+        obj(
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": "web", "namespace": "shop", "resourceVersion": version},
+            "spec": spec}),
+        )
+    };
+    snapshot.apply(rule("9", json!({"host": "web"})));
+    let settings = Settings::default();
+    let mut passes = RulePasses::default();
+    let all = snapshot.rules().count();
+
+    let (first, report) = passes.plan(&snapshot, &settings);
+    assert_eq!((report.full, report.judged), (true, all));
+    assert_eq!(first, plan_rules(&snapshot, &settings));
+
+    // Nothing changed: nothing is judged, and the plan is the same.
+    let (again, report) = passes.plan(&snapshot.clone(), &settings);
+    assert_eq!((report.full, report.judged), (false, 0));
+    assert_eq!(again, first);
+
+    // A STRICT PeerAuthentication in shop: only shop's rule is judged, and filled.
+    snapshot.apply(obj(json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+        "metadata": {"name": "default", "namespace": "shop"}, "spec": {"mtls": {"mode": "STRICT"}}})));
+    let (plan, report) = passes.plan(&snapshot, &settings);
+    assert_eq!((report.full, report.judged), (false, 1));
+    assert_eq!(plan, plan_rules(&snapshot, &settings));
+    assert!(plan.patches.iter().any(|p| p.rule.name == "web"));
+
+    // The rule written with its tls: judged again, no longer patched.
+    snapshot.apply(rule(
+        "10",
+        json!({"host": "web", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}),
+    ));
+    let (plan, report) = passes.plan(&snapshot, &settings);
+    assert_eq!((report.full, report.judged), (false, 1));
+    assert_eq!(plan, plan_rules(&snapshot, &settings));
+    assert!(plan.patches.iter().all(|p| p.rule.name != "web"));
+
+    // Other settings, a MeshPolicy, or a reset: every rule.
+    let auto = Settings {
+        auto_mtls: true,
+        ..Settings::default()
+    };
+    assert!(passes.plan(&snapshot, &auto).1.full);
+    snapshot.apply(obj(
+        json!({"apiVersion": "authentication.istio.io/v1alpha1", "kind": "MeshPolicy",
+        "metadata": {"name": "default"}, "spec": {"peers": [{"mtls": {}}]}}),
+    ));
+    let (plan, report) = passes.plan(&snapshot, &auto);
+    assert!(report.full);
+    assert_eq!(plan, plan_rules(&snapshot, &auto));
+    passes.reset();
+    assert!(passes.plan(&snapshot, &auto).1.full);
+}
