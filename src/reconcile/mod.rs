@@ -62,8 +62,8 @@ pub fn plan(
 /// Rules are judged against the snapshot as it will be once the exemptions are
 /// in place: a rule towards a service whose PERMISSIVE exemption is about to be
 /// written may keep `ISTIO_MUTUAL` (section 5), and must not be downgraded first.
-/// That snapshot is built again on each pass, so the namespaces holding managed or
-/// wanted exemptions count as changed every time (their rules are judged again).
+/// That snapshot is built again on each pass: what changed is learnt from `snapshot`
+/// and the exemptions taken out and put in ([`RulePasses`]).
 pub fn plan_pass(
     snapshot: &Snapshot,
     settings: &Settings,
@@ -88,7 +88,24 @@ pub fn plan_pass(
     }
     let mut report = PassReport::default();
     if reconcilers.rules {
-        let (rules, r) = passes.plan(after.as_ref().unwrap_or(snapshot), settings);
+        let (rules, r) = match &after {
+            Some(judged) => {
+                let mut overlay = rules::Overlay::new();
+                for m in managed {
+                    let entry = overlay.entry(m.namespace.clone()).or_default();
+                    entry.0.push((m.kind, m.name.clone()));
+                }
+                for wanted in &out.exemptions.wanted {
+                    let entry = overlay.entry(wanted.object.namespace.clone()).or_default();
+                    entry.1.push(wanted.manifest.clone());
+                }
+                for (taken, _) in overlay.values_mut() {
+                    taken.sort();
+                }
+                passes.plan_over(snapshot, judged, settings, overlay)
+            }
+            None => passes.plan(snapshot, settings),
+        };
         out.rules = rules;
         report = r;
     }

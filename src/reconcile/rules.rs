@@ -123,7 +123,7 @@ pub struct PassReport {
 /// and what each rule needed then. Pure, like the rest of the planning.
 #[derive(Debug, Clone, Default)]
 pub struct RulePasses {
-    last: Option<(Snapshot, Settings)>,
+    last: Option<Last>,
     /// Rules with a patch or held, by (namespace, name).
     planned: BTreeMap<(String, String), Planned>,
 }
@@ -137,10 +137,43 @@ impl RulePasses {
 
     /// Plans a pass over `snapshot`: the same plan as [`plan_rules`]'s.
     pub fn plan(&mut self, snapshot: &Snapshot, settings: &Settings) -> (RulePlan, PassReport) {
+        self.plan_over(snapshot, snapshot, settings, Overlay::new())
+    }
+
+    /// Plans a pass over `judged`, which is `base` with `overlay` laid over it (the
+    /// exemptions in place, [`super::plan_pass`]). `judged` is built again on each
+    /// pass, so what changed is learnt from `base` and the overlay: a namespace whose
+    /// index is the same in `base` and whose overlay is the same is the same in
+    /// `judged`. An overlay that changes in the root namespace reaches every rule.
+    pub(crate) fn plan_over(
+        &mut self,
+        base: &Snapshot,
+        judged: &Snapshot,
+        settings: &Settings,
+        overlay: Overlay,
+    ) -> (RulePlan, PassReport) {
         let reached = match &self.last {
-            Some((before, was)) if was == settings => reached_between(before, snapshot, settings),
+            Some(last) if last.settings == *settings => {
+                let mut reached = reached_between(&last.base, base, settings);
+                let moved = last
+                    .overlay
+                    .keys()
+                    .chain(overlay.keys())
+                    .filter(|ns| last.overlay.get(*ns) != overlay.get(*ns));
+                for ns in moved {
+                    if *ns == settings.root_namespace {
+                        reached = Reached::all();
+                    }
+                    if reached.all {
+                        break;
+                    }
+                    reached.namespaces.insert(ns.clone());
+                }
+                reached
+            }
             _ => Reached::all(),
         };
+        let snapshot = judged;
         let mut report = PassReport::default();
         match reached.rules(snapshot) {
             None => {
@@ -185,10 +218,26 @@ impl RulePasses {
                 }
             }
         }
-        self.last = Some((snapshot.clone(), settings.clone()));
+        self.last = Some(Last {
+            base: base.clone(),
+            settings: settings.clone(),
+            overlay,
+        });
         (collect(self.planned.values().cloned()), report)
     }
 }
+
+/// What a [`RulePasses`] keeps of its last pass.
+#[derive(Debug, Clone)]
+struct Last {
+    base: Snapshot,
+    settings: Settings,
+    overlay: Overlay,
+}
+
+/// What is laid over a snapshot before its rules are judged, by namespace: the
+/// objects taken out (kind and name, sorted) and those put in (their manifests).
+pub(crate) type Overlay = BTreeMap<String, (Vec<(ObjectKind, String)>, Vec<Value>)>;
 
 fn key_of(p: &Planned) -> (String, String) {
     let o = match p {
