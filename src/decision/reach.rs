@@ -3,14 +3,16 @@
 //! which knows the object written) and for the stored-rules reconciler's pass
 //! (section 9), which only sees the snapshot before and after ([`reached_between`]).
 //!
-//! A rule's verdict reads its own namespace (its mode label, the rules beside it),
-//! the namespace its host resolves to (whether it is known, its services, policies,
-//! PeerAuthentications and ingress backends), the root namespace's PeerAuthentications
-//! without a selector and its ingress gateway, the MeshPolicies, the gateway index and
-//! the settings. Nothing else: so a change reaches the rules of the namespace it is
-//! in, the rules whose host can name that namespace's services (and every wildcard
-//! rule, which is cheaper to judge again than to place), the rules naming a service
-//! whose Gateway API backends changed, and every rule for a change at the mesh level.
+//! A rule's verdict reads its own namespace (its mode label; the rules beside it, for
+//! a warning only), the namespace its host resolves to (whether it is known, its
+//! services, policies, PeerAuthentications and ingress backends), the root namespace's
+//! PeerAuthentications without a selector and its ingress gateway, the MeshPolicies,
+//! the gateway index and the settings. Nothing else: so a change reaches the rules
+//! whose host can name a service of the namespace it changed (with every wildcard
+//! rule: a superset kept simple), the rules naming a service whose Gateway API
+//! backends changed, and every rule at the mesh level. The reconciler also judges again
+//! the rules stored in a changed namespace (a rule written, the namespace's mode
+//! label), which admission reviews as they are written.
 
 use super::change::Change;
 use super::exemption::ingress_gateway_present;
