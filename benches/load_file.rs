@@ -10,8 +10,9 @@
 //! resident memory is its own (VmRSS and VmHWM from /proc/self/status), in two ways:
 //! - `check`: `loader::load_paths` (every object kept), then `Snapshot::from_objects`;
 //!   the load peak is VmHWM right after loading;
-//! - `serve`: `loader::stream_paths_in` into `Snapshot::apply`, as `serve --policies`
-//!   does (each object indexed as it is read); load includes indexing.
+//! - `serve`: `loader::stream_paths_in` into `Snapshot::apply`, then the freed memory
+//!   given back, as `serve --policies` does (each object indexed as it is read); load
+//!   includes indexing.
 //!
 //! RSS is what is resident with only the snapshot left; peak is the run's VmHWM.
 //! Linear loading shows as one file costing about what 10 files cost.
@@ -188,6 +189,8 @@ fn child(path: &str, stream: bool) {
             },
         )
         .expect("loads");
+        // As `serve` does after loading its files (src/source/files.rs).
+        mtls_guard::allocator::release_freed_memory();
         let load = start.elapsed();
         let (rss, peak) = memory_kib();
         std::hint::black_box(&snapshot);

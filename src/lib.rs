@@ -10,6 +10,7 @@
 //! in `docs/behaviour.md`, whose section numbers they follow.
 
 pub mod admission;
+pub mod allocator;
 pub mod audit;
 pub mod certs;
 pub mod check;

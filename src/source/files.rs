@@ -28,6 +28,8 @@ pub(super) fn load_files(paths: &[PathBuf]) -> anyhow::Result<Snapshot> {
         objects = ?counts_text(&snapshot),
         "loaded the mesh snapshot from files"
     );
+    drop(loaded);
+    crate::allocator::release_freed_memory();
     Ok(snapshot)
 }
 

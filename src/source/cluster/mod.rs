@@ -293,6 +293,9 @@ impl Indexer {
                             })
                             .collect();
                         self.working.reset(kind, objects);
+                        // The listed objects were freed on this thread: a re-list
+                        // of every DestinationRule must not leave its peak resident.
+                        crate::allocator::release_freed_memory();
                     }
                     Watched::MeshConfig => {
                         self.set_mesh(objects.into_iter().find_map(|o| match o {

@@ -26,7 +26,10 @@
 //! Loading is linear in the input: each document becomes typed objects before the next
 //! is parsed, document lines are counted in one pass over the text, and a `List`'s items
 //! are taken, not copied (benches/load_file.rs measures one big file against the same
-//! objects in ten).
+//! objects in ten). A YAML file of 1 MB or more has its documents, or the items of its
+//! one `List`, parsed on several threads ([`parallel`]), with the same result.
+
+mod parallel;
 
 use crate::model::{DestinationRule, MeshObject, ModelError, ObjectKind};
 use serde::Deserialize;
@@ -485,6 +488,16 @@ struct FileReader<'a, 's> {
     notes: Vec<(Origin, String)>,
     /// Bytes examined to find documents' lines (each byte once: see the tests).
     line_bytes: usize,
+    /// While [`parallel`] reads a file: the sink's identities it set, with what they
+    /// had before, so that a fallback to the sequential path can undo them.
+    undo: Option<Vec<(Identity, Option<Origin>)>>,
+}
+
+/// How far a [`FileReader`] had got, to go back to.
+struct Checkpoint {
+    objects: usize,
+    loaded_notes: usize,
+    notes: usize,
 }
 
 impl FileReader<'_, '_> {
@@ -502,9 +515,51 @@ impl FileReader<'_, '_> {
                 let note = replacement_note(&key, &origin, previous);
                 self.loaded.notes.push(note);
             }
-            sink.seen.insert(key, origin);
+            match &mut self.undo {
+                Some(undo) => {
+                    let previous = sink.seen.insert(key.clone(), origin);
+                    undo.push((key, previous));
+                }
+                None => {
+                    sink.seen.insert(key, origin);
+                }
+            }
         }
         (sink.apply)(object);
+    }
+
+    /// Starts recording what [`Self::rewind`] undoes.
+    fn checkpoint(&mut self) -> Checkpoint {
+        self.undo = Some(Vec::new());
+        Checkpoint {
+            objects: self.loaded.objects.len(),
+            loaded_notes: self.loaded.notes.len(),
+            notes: self.notes.len(),
+        }
+    }
+
+    /// Keeps what was read since `checkpoint`.
+    fn commit(&mut self) {
+        self.undo = None;
+    }
+
+    /// Forgets what was read since `checkpoint`: kept objects, notes, and the sink's
+    /// identities. Objects already handed to the sink stay handed: the sequential
+    /// path hands each again, in the same order, so the last one given still wins.
+    fn rewind(&mut self, to: Checkpoint) {
+        self.loaded.objects.truncate(to.objects);
+        self.loaded.origins.truncate(to.objects);
+        self.loaded.notes.truncate(to.loaded_notes);
+        self.notes.truncate(to.notes);
+        let undo = self.undo.take().unwrap_or_default();
+        if let Some(sink) = self.sink.as_deref_mut() {
+            for (key, previous) in undo.into_iter().rev() {
+                match previous {
+                    Some(origin) => sink.seen.insert(key, origin),
+                    None => sink.seen.remove(&key),
+                };
+            }
+        }
     }
 }
 
@@ -536,6 +591,7 @@ fn parse_counted(
         default_namespace,
         notes: Vec::new(),
         line_bytes: 0,
+        undo: None,
     };
     let result = match syntax {
         Syntax::Json => json_documents(&mut reader, text, path),
@@ -561,8 +617,13 @@ fn yaml_documents(
     path: &Path,
     first_object: usize,
 ) -> Result<(), LoadError> {
-    let lines = yaml_document_lines(text);
+    let DocumentScan { lines, cuts } = yaml_document_scan(text);
     reader.line_bytes += text.len();
+    if let Some(cuts) = cuts.filter(|c| c.len() + 1 == lines.len()) {
+        if parallel::yaml_documents(reader, text, path, &lines, &cuts) {
+            return Ok(());
+        }
+    }
     let syntax_error = |document: usize, e: serde_yaml_ng::Error| {
         let (line, column) = e.location().map_or_else(
             // Errors without a position: the document's first line.
@@ -627,13 +688,31 @@ fn yaml_documents(
 fn yaml_document(
     reader: &mut FileReader,
     origin: Origin,
-    mut value: serde_yaml_ng::Value,
+    value: serde_yaml_ng::Value,
 ) -> Result<(), LoadError> {
+    match json_document(value) {
+        Ok(document) => add_json_document(reader, origin, document),
+        Err(message) => Err(LoadError::Convert { origin, message }),
+    }
+}
+
+/// A YAML document made JSON, ready for the reader.
+enum JsonDocument {
+    One(Value),
+    /// A `List` document: its type and its items, converted one at a time as they
+    /// are added, so that the list is never held twice.
+    List {
+        api_version: String,
+        kind: String,
+        items: Vec<serde_yaml_ng::Value>,
+    },
+}
+
+/// The pure half of [`yaml_document`] (no reader): merge keys applied, the value
+/// converted, or a `List`'s items taken out. The parallel path runs it on workers.
+fn json_document(mut value: serde_yaml_ng::Value) -> Result<JsonDocument, String> {
     if let Err(e) = value.apply_merge() {
-        return Err(LoadError::Convert {
-            origin,
-            message: format!("YAML merge key: {e}"),
-        });
+        return Err(format!("YAML merge key: {e}"));
     }
     if let serde_yaml_ng::Value::Mapping(map) = &mut value {
         let api_version = map.get("apiVersion").and_then(serde_yaml_ng::Value::as_str);
@@ -647,21 +726,54 @@ fn yaml_document(
                 let Some(serde_yaml_ng::Value::Sequence(items)) = map.remove("items") else {
                     unreachable!("checked above")
                 };
-                let items = items.into_iter().map(yaml_to_json);
-                return add_list(reader, &origin, &api_version, &kind, items);
+                return Ok(JsonDocument::List {
+                    api_version,
+                    kind,
+                    items,
+                });
             }
         }
     }
-    match yaml_to_json(value) {
-        Ok(json) => add_document(reader, origin, json),
-        Err(message) => Err(LoadError::Convert { origin, message }),
+    yaml_to_json(value).map(JsonDocument::One)
+}
+
+fn add_json_document(
+    reader: &mut FileReader,
+    origin: Origin,
+    document: JsonDocument,
+) -> Result<(), LoadError> {
+    match document {
+        JsonDocument::One(json) => add_document(reader, origin, json),
+        JsonDocument::List {
+            api_version,
+            kind,
+            items,
+        } => {
+            let items = items.into_iter().map(yaml_to_json);
+            add_list(reader, &origin, &api_version, &kind, items)
+        }
     }
 }
 
 /// The 1-based line where each YAML document's content starts, found by scanning for
 /// `---` and `...` markers at column 0 (they cannot occur inside content). When the
 /// count disagrees with the parser's, the caller drops the lines.
+#[cfg(test)]
 fn yaml_document_lines(text: &str) -> Vec<usize> {
+    yaml_document_scan(text).lines
+}
+
+/// What one pass over a YAML stream's lines finds.
+struct DocumentScan {
+    /// See [`yaml_document_lines`].
+    lines: Vec<usize>,
+    /// Byte offsets that cut the text into one piece per document (the pieces after
+    /// the first start there), for [`parallel`]; `None` when the text has
+    /// directives (`%YAML`, `%TAG`), which pieces parsed alone would lose.
+    cuts: Option<Vec<usize>>,
+}
+
+fn yaml_document_scan(text: &str) -> DocumentScan {
     let marker = |line: &str, m: &str| {
         line.strip_prefix(m)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t']))
@@ -671,6 +783,10 @@ fn yaml_document_lines(text: &str) -> Vec<usize> {
         !t.is_empty() && !t.starts_with('#')
     };
     let mut starts = Vec::new();
+    let mut cuts = Vec::new();
+    let mut directives = false;
+    // The last cut was made by a `...` (the piece after it may hold no document).
+    let mut cut_by_end = false;
     // The open document's marker line, and its first content line.
     let mut open: Option<(usize, Option<usize>)> = None;
     let close = |open: &mut Option<(usize, Option<usize>)>, starts: &mut Vec<usize>| {
@@ -678,13 +794,26 @@ fn yaml_document_lines(text: &str) -> Vec<usize> {
             starts.push(first.unwrap_or(marker_line));
         }
     };
-    for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
+    let mut offset = 0;
+    for (i, raw) in text.split_inclusive('\n').enumerate() {
+        let line = raw.strip_suffix('\n').unwrap_or(raw);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let (n, start) = (i + 1, offset);
+        offset += raw.len();
+        directives |= line.starts_with('%');
         if marker(line, "---") {
+            if open.is_some() {
+                cuts.push(start);
+                cut_by_end = false;
+            }
             close(&mut open, &mut starts);
             let inline = content(&line[3..]);
             open = Some((n, inline.then_some(n)));
         } else if marker(line, "...") {
+            if open.is_some() {
+                cuts.push(offset);
+                cut_by_end = true;
+            }
             close(&mut open, &mut starts);
         } else if line.starts_with('%') && open.is_none() {
             // A directive belongs to the next explicit document.
@@ -692,16 +821,26 @@ fn yaml_document_lines(text: &str) -> Vec<usize> {
             match &mut open {
                 Some((_, first @ None)) => *first = Some(n),
                 Some(_) => {}
-                None => open = Some((n, Some(n))),
+                None => {
+                    open = Some((n, Some(n)));
+                    cut_by_end = false;
+                }
             }
         }
+    }
+    if open.is_none() && cut_by_end {
+        // Only comments or blank lines after the last `...`: no document there.
+        cuts.pop();
     }
     close(&mut open, &mut starts);
     if starts.is_empty() {
         // An empty stream is one empty document.
         starts.push(1);
     }
-    starts
+    DocumentScan {
+        lines: starts,
+        cuts: (!directives).then_some(cuts),
+    }
 }
 
 /// Line numbers of byte offsets asked in increasing order: every byte is examined
@@ -851,32 +990,44 @@ fn add_list(
     kind: &str,
     items: impl Iterator<Item = Result<Value, String>>,
 ) -> Result<(), LoadError> {
-    let item_kind = kind.strip_suffix("List").unwrap_or_default();
     for (i, item) in items.enumerate() {
-        let item_origin = Origin {
-            item: Some(i),
-            ..origin.clone()
-        };
-        let mut item = match item {
-            Ok(item) => item,
-            Err(message) => {
-                return Err(LoadError::Convert {
-                    origin: item_origin,
-                    message,
-                })
-            }
-        };
-        if let Value::Object(m) = &mut item {
-            if !item_kind.is_empty() {
-                m.entry("apiVersion")
-                    .or_insert_with(|| Value::String(api_version.to_string()));
-                m.entry("kind")
-                    .or_insert_with(|| Value::String(item_kind.to_string()));
-            }
-        }
-        add_document(reader, item_origin, item)?;
+        add_list_item(reader, origin, api_version, kind, i, item)?;
     }
     Ok(())
+}
+
+/// Item `i` of a `List` document at `origin`.
+fn add_list_item(
+    reader: &mut FileReader,
+    origin: &Origin,
+    api_version: &str,
+    kind: &str,
+    i: usize,
+    item: Result<Value, String>,
+) -> Result<(), LoadError> {
+    let item_kind = kind.strip_suffix("List").unwrap_or_default();
+    let item_origin = Origin {
+        item: Some(i),
+        ..origin.clone()
+    };
+    let mut item = match item {
+        Ok(item) => item,
+        Err(message) => {
+            return Err(LoadError::Convert {
+                origin: item_origin,
+                message,
+            })
+        }
+    };
+    if let Value::Object(m) = &mut item {
+        if !item_kind.is_empty() {
+            m.entry("apiVersion")
+                .or_insert_with(|| Value::String(api_version.to_string()));
+            m.entry("kind")
+                .or_insert_with(|| Value::String(item_kind.to_string()));
+        }
+    }
+    add_document(reader, item_origin, item)
 }
 
 fn add_document(reader: &mut FileReader, origin: Origin, value: Value) -> Result<(), LoadError> {
