@@ -106,6 +106,16 @@ impl MeshObject {
         Ok(Some(obj))
     }
 
+    /// The object without the raw JSON a DestinationRule keeps for patching. The
+    /// index stores only the typed view, and a cluster's re-list holds every rule
+    /// until the list is complete: the raw objects would be most of that peak.
+    pub fn without_raw(self) -> MeshObject {
+        match self {
+            MeshObject::DestinationRule(rule, _) => MeshObject::DestinationRule(rule, Value::Null),
+            other => other,
+        }
+    }
+
     pub fn kind(&self) -> ObjectKind {
         match self {
             MeshObject::Policy(_) => ObjectKind::Policy,

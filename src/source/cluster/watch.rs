@@ -224,7 +224,7 @@ pub(super) fn read(kind: Watched, resource: &ApiResource, object: DynamicObject)
     value["kind"] = Value::from(resource.kind.clone());
     let read = match kind {
         Watched::Mesh(_) => match MeshObject::from_value(value) {
-            Ok(Some(obj)) => Ok(Obj::Mesh(obj)),
+            Ok(Some(obj)) => Ok(Obj::Mesh(obj.without_raw())),
             Ok(None) => Err(format!(
                 "{} is not a kind mtls-guard reads",
                 resource.api_version
