@@ -49,7 +49,7 @@ curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null || { echo "wrk-load: the se
 
 reviews=("$repo"/tests/fixtures/admission/*.json)
 echo "wrk-load: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); ${#reviews[@]} captured reviews; ${seconds}s per run"
-printf '%-34s %11s %9s %9s %7s\n' run reviews/s p50_ms p99_ms errors
+printf '%-46s %11s %9s %9s %7s\n' run reviews/s p50_ms p99_ms errors
 run() {
   local name=$1 threads=$2 connections=$3 out
   out=$(wrk -t"$threads" -c"$connections" -d"${seconds}s" --latency --timeout 10s \
@@ -59,7 +59,7 @@ run() {
     /^SOAK / {
       for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
       errors = v["bad_status"] + v["bad_body"] + v["connect"] + v["read"] + v["write"] + v["timeout"]
-      printf "%-34s %11.0f %9.3f %9.3f %7d\n", name, v["requests"] / v["seconds"], v["p50_ms"], v["p99_ms"], errors
+      printf "%-46s %11.0f %9.3f %9.3f %7d\n", name, v["requests"] / v["seconds"], v["p50_ms"], v["p99_ms"], errors
       found = 1
     }
     END { if (!found) { print name ": no result from wrk"; exit 1 } }
