@@ -89,6 +89,11 @@ def now():
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def log(message):
+    """One line on stdout (the soak keeps it as apiserver.log): expiries, 410s, lists."""
+    print(datetime.now(timezone.utc).strftime("%H:%M:%S.%f")[:-3], message, flush=True)
+
+
 class World:
     """The objects, the watch event history and the counters, under one lock."""
 
@@ -161,6 +166,7 @@ class World:
                 self.oldest[plural] = self.rv
                 self.closing[plural] += 1
                 self.stats["expired"] += 1
+                log(f"tick {t}: {plural} watches closed, resourceVersions before {self.rv} expired")
             self.lock.notify_all()
 
     def counts(self):
@@ -238,6 +244,7 @@ class Handler(BaseHTTPRequestHandler):
         group, version, kind, _, _ = COLLECTIONS[plural]
         with world.lock:
             world.stats["lists"] += 1
+            log(f"list {plural} at {world.rv}")
             items = [copy.deepcopy(o) for _, o in sorted(world.objects[plural].items()) if wanted(o)]
             rv = str(world.rv)
         if group:  # a CRD list, as captured (keys in alphabetical order)
@@ -279,6 +286,7 @@ class Handler(BaseHTTPRequestHandler):
                 if since < world.oldest[plural] or (
                         world.history and since < world.history[0][0] - 1):
                     world.stats["gone"] += 1
+                    log(f"watch {plural} from {since}: 410")
                     oldest = max(world.oldest[plural], world.history[0][0] - 1 if world.history else 0)
                     event("ERROR", status(410, "Expired",
                                           f"too old resource version: {since} ({oldest})"))
