@@ -619,7 +619,7 @@ fn yaml_documents(
 ) -> Result<(), LoadError> {
     let DocumentScan { lines, cuts } = yaml_document_scan(text);
     reader.line_bytes += text.len();
-    if let Some(cuts) = cuts.filter(|c| c.len() + 1 == lines.len()) {
+    if let Some(cuts) = cuts {
         if parallel::yaml_documents(reader, text, path, &lines, &cuts) {
             return Ok(());
         }

@@ -194,12 +194,14 @@ fn in_order<P: Sync, T: Send>(
 
 /// One piece as JSON, or `None` when it is not exactly one document that reads.
 fn parse_piece(piece: &str) -> Option<JsonDocument> {
-    let mut documents = serde_yaml_ng::Deserializer::from_str(piece);
+    json_document(one_document(piece)?).ok()
+}
+
+/// The one YAML document `text` holds; `None` when it does not read or holds more.
+fn one_document(text: &str) -> Option<serde_yaml_ng::Value> {
+    let mut documents = serde_yaml_ng::Deserializer::from_str(text);
     let value = serde_yaml_ng::Value::deserialize(documents.next()?).ok()?;
-    if documents.next().is_some() {
-        return None;
-    }
-    json_document(value).ok()
+    documents.next().is_none().then_some(value)
 }
 
 /// A `List` document cut into its items.
@@ -328,11 +330,7 @@ fn parse_item(item: &str, indent: usize) -> Option<Value> {
         text.push_str(kept);
         text.push('\n');
     }
-    let mut documents = serde_yaml_ng::Deserializer::from_str(&text);
-    let mut value = serde_yaml_ng::Value::deserialize(documents.next()?).ok()?;
-    if documents.next().is_some() {
-        return None;
-    }
+    let mut value = one_document(&text)?;
     value.apply_merge().ok()?;
     yaml_to_json(value).ok()
 }

@@ -133,10 +133,6 @@ impl RawJson {
     pub fn is_null(&self) -> bool {
         &*self.0 == "null"
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
 impl Default for RawJson {
@@ -208,8 +204,6 @@ pub struct RuleMeta {
 impl RuleMeta {
     /// Creation time in seconds since the epoch.
     pub fn created(&self) -> Option<i64> {
-        self.creation_timestamp
-            .as_ref()
-            .map(|Time(t)| t.as_second())
+        super::seconds(self.creation_timestamp.as_ref())
     }
 }

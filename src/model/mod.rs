@@ -68,7 +68,10 @@ impl std::fmt::Display for ObjectRef {
 
 /// Creation time in seconds since the epoch; objects read from files often have none.
 pub(crate) fn created(meta: &ObjectMeta) -> Option<i64> {
-    meta.creation_timestamp
-        .as_ref()
-        .map(|Time(t)| t.as_second())
+    seconds(meta.creation_timestamp.as_ref())
+}
+
+/// A timestamp in seconds since the epoch.
+pub(crate) fn seconds(time: Option<&Time>) -> Option<i64> {
+    time.map(|Time(t)| t.as_second())
 }
