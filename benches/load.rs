@@ -17,10 +17,15 @@
 //! - `events`: `/validate` while watch events are applied to the index and a snapshot
 //!   published after each (as the cluster source does), against the same load without
 //!   them, alternately, on one server judging against Bookinfo plus the decision
-//!   bench's world (benches/world, 246,009 objects).
+//!   bench's world (benches/world, 246,009 objects); driven by the in-process client,
+//!   then by wrk from another process when wrk is installed. Each quiet run starts
+//!   after the server's audit of the reset snapshot is done (the state without
+//!   changes); runs are 12 s by default, so that a busy run includes the audit a
+//!   steady stream of events causes every 10 s (2 s runs at 1 connection swing by
+//!   ±15% from run to run on 2 cores, whichever side has the events).
 //!
 //! Environment:
-//! - `MTLS_GUARD_BENCH_SECS`: seconds per run (default 2),
+//! - `MTLS_GUARD_BENCH_SECS`: seconds per run (default 2; 12 in mode `events`),
 //! - `MTLS_GUARD_BENCH_CONCURRENCY`: comma-separated worker counts (default `1,8,64`;
 //!   `1,64` for the two comparisons),
 //! - `MTLS_GUARD_BENCH_WRITES`: lines a second the busy-folder writer appends (default 50000),
@@ -215,7 +220,8 @@ fn main() {
         .skip(1)
         .find(|a| !a.starts_with("--"))
         .unwrap_or_default();
-    let seconds: f64 = env_or("MTLS_GUARD_BENCH_SECS", 2.0);
+    let default_seconds = if mode == "events" { 12.0 } else { 2.0 };
+    let seconds: f64 = env_or("MTLS_GUARD_BENCH_SECS", default_seconds);
     let duration = Duration::from_secs_f64(seconds.max(0.1));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -570,75 +576,265 @@ async fn churn(
     applied
 }
 
+/// What one timed run gave, whichever client drove it.
+struct Sample {
+    throughput: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: usize,
+    elapsed: Duration,
+}
+
+impl From<Run> for Sample {
+    fn from(run: Run) -> Sample {
+        Sample {
+            throughput: run.throughput(),
+            p50_ms: run.percentile_ms(50.0),
+            p99_ms: run.percentile_ms(99.0),
+            errors: run.errors,
+            elapsed: run.elapsed,
+        }
+    }
+}
+
+/// Who sends the reviews in mode `events`.
+#[derive(Clone)]
+enum Client {
+    /// Worker tasks in this process, on the server's runtime.
+    InProcess { ca_pem: String },
+    /// wrk (Debian), another process, as the API server is: the script posts the body.
+    Wrk { script: std::path::PathBuf },
+}
+
+impl Client {
+    fn name(&self) -> &'static str {
+        match self {
+            Client::InProcess { .. } => "in-process client",
+            Client::Wrk { .. } => "wrk (another process)",
+        }
+    }
+
+    async fn run(&self, url: &str, body: &[u8], concurrency: usize, duration: Duration) -> Sample {
+        match self {
+            Client::InProcess { ca_pem } => drive(
+                url.to_string(),
+                ca_pem.clone(),
+                body.to_vec(),
+                concurrency,
+                duration,
+            )
+            .await
+            .into(),
+            Client::Wrk { script } => {
+                let (script, url) = (script.clone(), url.to_string());
+                tokio::task::spawn_blocking(move || wrk(&script, &url, concurrency, duration))
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+}
+
+/// A wrk script that posts the file `body` with each request.
+fn wrk_script(dir: &std::path::Path, body: &[u8]) -> std::path::PathBuf {
+    let body_path = dir.join("review.json");
+    std::fs::write(&body_path, body).unwrap();
+    let script = dir.join("post.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "local f = assert(io.open({:?}, \"rb\"))\nwrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = f:read(\"*a\")\nf:close()\n",
+            body_path.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    script
+}
+
+/// Whether wrk can be run.
+fn have_wrk() -> bool {
+    std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_ok()
+}
+
+/// One wrk run (one thread for each 32 connections, at most 2), read from its report.
+fn wrk(script: &std::path::Path, url: &str, connections: usize, duration: Duration) -> Sample {
+    let threads = connections.div_ceil(32).clamp(1, 2);
+    let start = Instant::now();
+    let output = std::process::Command::new("wrk")
+        .arg(format!("-t{threads}"))
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{}s", duration.as_secs().max(1)))
+        .args(["--latency", "--timeout", "10s", "-s"])
+        .arg(script)
+        .arg(url)
+        .output()
+        .expect("wrk runs");
+    let elapsed = start.elapsed();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "wrk failed: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let field = |prefix: &str| -> Option<&str> {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::trim)
+    };
+    let millis = |v: &str| -> f64 {
+        let (number, factor) = if let Some(n) = v.strip_suffix("us") {
+            (n, 1e-3)
+        } else if let Some(n) = v.strip_suffix("ms") {
+            (n, 1.0)
+        } else if let Some(n) = v.strip_suffix('s') {
+            (n, 1e3)
+        } else {
+            (v, f64::NAN)
+        };
+        number.parse::<f64>().map_or(f64::NAN, |n| n * factor)
+    };
+    // "Socket errors: connect 0, read 0, write 0, timeout 0" and "Non-2xx or 3xx responses: N".
+    let socket_errors: usize = field("Socket errors:").map_or(0, |v| {
+        v.split(',')
+            .filter_map(|part| part.split_whitespace().nth(1)?.parse::<usize>().ok())
+            .sum()
+    });
+    let non_2xx: usize = field("Non-2xx or 3xx responses:")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Sample {
+        throughput: field("Requests/sec:")
+            .and_then(|v| v.parse().ok())
+            .expect("wrk reports Requests/sec"),
+        p50_ms: field("50%").map_or(f64::NAN, millis),
+        p99_ms: field("99%").map_or(f64::NAN, millis),
+        errors: socket_errors + non_2xx,
+        elapsed,
+    }
+}
+
 /// `/validate` without and with `MTLS_GUARD_BENCH_EVENTS` events a second applied
-/// to the index (each published), alternately, on the same server and world.
+/// to the index (each published), alternately, on the same server and world; driven
+/// by the in-process client and then by wrk from another process (when wrk is
+/// installed), as the API server drives the webhook.
 async fn events(duration: Duration, concurrencies: Vec<usize>) {
     let per_second: f64 = env_or("MTLS_GUARD_BENCH_EVENTS", 200.0);
     let real = TestServer::bookinfo().await;
     let base = world();
+    let audits = |handle: &server::Handle| {
+        support::metric_value(&handle.metrics_text(), "mtls_guard_audit_runs_total").unwrap_or(0.0)
+    };
+    // The server audits each settled snapshot (a second after the last change, at
+    // most 10 s after the first), which takes a core for a fraction of a second on
+    // this world: wait for the audit that the last change starts, so that a quiet run
+    // is the steady state without changes (no audit). Under a steady stream of
+    // events the server audits every 10 s: busy runs of 10 s or more include that.
+    let settle = |before: f64| {
+        let handle = &real.handle;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while audits(handle) <= before && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let before = audits(&real.handle);
     real.handle.snapshots().publish(base.clone());
-    let ca = real.ca.pem();
+    settle(before).await;
+    let audit_seconds = support::metric_value(
+        &real.handle.metrics_text(),
+        "mtls_guard_audit_duration_seconds",
+    )
+    .unwrap_or(f64::NAN);
     let url = format!(
         "https://127.0.0.1:{}/validate",
         real.handle.webhook_addr().port()
     );
     let body = compact(&review_body("10"));
+    let scratch = tempfile::tempdir().unwrap();
+    let mut clients = vec![Client::InProcess {
+        ca_pem: real.ca.pem(),
+    }];
+    if have_wrk() {
+        clients.push(Client::Wrk {
+            script: wrk_script(scratch.path(), &body),
+        });
+    } else {
+        println!("events: wrk is not installed (apt-get install wrk): the in-process client only");
+    }
     println!(
         "events: /validate (allowed), {} s per run, world of {} objects; without events, then with {per_second} events/s applied and published, alternately",
         duration.as_secs_f64(),
         base.counts().values().sum::<usize>()
     );
     println!(
-        "{:>4} {:>6} | {:>9} {:>8} {:>8} | {:>9} {:>8} {:>8} {:>9} | {:>6}",
-        "conc",
-        "round",
-        "quiet r/s",
-        "p50 ms",
-        "p99 ms",
-        "busy r/s",
-        "p50 ms",
-        "p99 ms",
-        "events/s",
-        "busy %"
+        "the server's audit of this world took {audit_seconds:.2} s (idle); `audits`: how many ran during the busy run (every 10 s under steady events)"
     );
-    for &c in &concurrencies {
-        let mut sums = [0.0f64; 2];
-        for round in 1..=2 {
-            let quiet = drive(url.clone(), ca.clone(), body.clone(), c, duration).await;
-            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            let churner = tokio::spawn(churn(
-                real.handle.snapshots().clone(),
-                base.clone(),
-                per_second,
-                stop_rx,
-            ));
-            let busy = drive(url.clone(), ca.clone(), body.clone(), c, duration).await;
-            let _ = stop_tx.send(true);
-            let applied = churner.await.unwrap();
-            real.handle.snapshots().publish(base.clone());
-            sums[0] += quiet.throughput();
-            sums[1] += busy.throughput();
+    for client in &clients {
+        println!("{}:", client.name());
+        println!(
+            "{:>4} {:>6} | {:>9} {:>8} {:>8} | {:>9} {:>8} {:>8} {:>9} {:>6} | {:>6}",
+            "conc",
+            "round",
+            "quiet r/s",
+            "p50 ms",
+            "p99 ms",
+            "busy r/s",
+            "p50 ms",
+            "p99 ms",
+            "events/s",
+            "audits",
+            "busy %"
+        );
+        for &c in &concurrencies {
+            let mut sums = [0.0f64; 2];
+            for round in 1..=2 {
+                let quiet = client.run(&url, &body, c, duration).await;
+                let audits_before = audits(&real.handle);
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                let churner = tokio::spawn(churn(
+                    real.handle.snapshots().clone(),
+                    base.clone(),
+                    per_second,
+                    stop_rx,
+                ));
+                let busy = client.run(&url, &body, c, duration).await;
+                let _ = stop_tx.send(true);
+                let applied = churner.await.unwrap();
+                let audited = audits(&real.handle) - audits_before;
+                let before = audits(&real.handle);
+                real.handle.snapshots().publish(base.clone());
+                settle(before).await;
+                sums[0] += quiet.throughput;
+                sums[1] += busy.throughput;
+                println!(
+                    "{c:>4} {round:>6} | {:>9.0} {:>8.3} {:>8.3} | {:>9.0} {:>8.3} {:>8.3} {:>9.0} {:>6} | {:>5.0}%{}",
+                    quiet.throughput,
+                    quiet.p50_ms,
+                    quiet.p99_ms,
+                    busy.throughput,
+                    busy.p50_ms,
+                    busy.p99_ms,
+                    applied as f64 / busy.elapsed.as_secs_f64(),
+                    audited,
+                    100.0 * busy.throughput / quiet.throughput,
+                    if quiet.errors + busy.errors > 0 { "  ERRORS" } else { "" }
+                );
+            }
             println!(
-                "{c:>4} {round:>6} | {:>9.0} {:>8.3} {:>8.3} | {:>9.0} {:>8.3} {:>8.3} {:>9.0} | {:>5.0}%{}",
-                quiet.throughput(),
-                quiet.percentile_ms(50.0),
-                quiet.percentile_ms(99.0),
-                busy.throughput(),
-                busy.percentile_ms(50.0),
-                busy.percentile_ms(99.0),
-                applied as f64 / busy.elapsed.as_secs_f64(),
-                100.0 * busy.throughput() / quiet.throughput(),
-                if quiet.errors + busy.errors > 0 { "  ERRORS" } else { "" }
+                "{c:>4} {:>6} | {:>9.0} {:>29} {:>9.0} {:>33} | {:>5.0}%",
+                "mean",
+                sums[0] / 2.0,
+                "",
+                sums[1] / 2.0,
+                "",
+                100.0 * sums[1] / sums[0]
             );
         }
-        println!(
-            "{c:>4} {:>6} | {:>9.0} {:>29} {:>9.0} | {:>5.0}%",
-            "mean",
-            sums[0] / 2.0,
-            "",
-            sums[1] / 2.0,
-            100.0 * sums[1] / sums[0]
-        );
     }
     real.handle.stop().await;
 }
