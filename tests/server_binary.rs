@@ -841,3 +841,92 @@ async fn cluster_mode_follows_the_soak_stand_in_api_server() {
          the DestinationRule watch expires at tick 3 and must be listed again)"
     );
 }
+
+/// Every input of the `admission` fuzz corpus (fuzz/README.md: 1,550 bodies made by
+/// libFuzzer from the captured reviews: truncated, spliced, wrong types, bytes that
+/// are not UTF-8) sent over TLS to the real binary, to both endpoints, over HTTP/1.1
+/// and HTTP/2 alternately: each gets exactly the answer the pure review function
+/// gives the same body (an AdmissionReview, or an HTTP error with a JSON message),
+/// and the server is still ready and serving at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzz_corpus_bodies_over_https_get_the_pure_functions_answers() {
+    use mtls_guard::admission::{review, Endpoint};
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/admission");
+    let mut inputs: Vec<_> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    inputs.sort();
+    assert!(
+        inputs.len() > 1000,
+        "the committed corpus: {}",
+        inputs.len()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, ca) = serve_bookinfo(dir.path(), &[]);
+    let (webhook, admin) = server.addresses();
+    let clients = [
+        client_trusting(&[&ca], Protocol::Http1),
+        client_trusting(&[&ca], Protocol::Http2),
+    ];
+    let snapshot = mtls_guard::snapshot::Snapshot::from_objects(bookinfo_objects());
+    let settings = mtls_guard::settings::Settings::default();
+    let (mut answers, mut http_errors) = (0, 0);
+    for (i, path) in inputs.iter().enumerate() {
+        let body = std::fs::read(path).unwrap();
+        for endpoint in [Endpoint::Mutate, Endpoint::Validate] {
+            let url = format!("https://127.0.0.1:{}/{}", webhook.port(), endpoint.as_str());
+            let resp = clients[i % 2]
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let status = resp.status().as_u16();
+            let answer = resp.bytes().await.unwrap();
+            let expected = review(&snapshot, &settings, endpoint, &body);
+            let shown = String::from_utf8_lossy(&answer);
+            assert_eq!(
+                answer.as_ref(),
+                expected.body.as_slice(),
+                "{} to {url}: status {status}",
+                path.display()
+            );
+            let value: Value = serde_json::from_slice(&answer)
+                .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {shown}", path.display()));
+            match status {
+                200 => {
+                    answers += 1;
+                    assert!(value["response"]["allowed"].is_boolean(), "{shown}");
+                    assert!(value["response"]["uid"].is_string(), "{shown}");
+                }
+                400 | 415 | 422 => {
+                    http_errors += 1;
+                    assert!(
+                        message_of(&value).is_some_and(|m| !m.is_empty()),
+                        "{}: {status} without a message: {shown}",
+                        path.display()
+                    );
+                }
+                other => panic!("{}: status {other}: {shown}", path.display()),
+            }
+        }
+    }
+    // The corpus holds both sorts, so both paths were exercised.
+    assert!(
+        answers > 0 && http_errors > 0,
+        "{answers} answers, {http_errors} errors"
+    );
+    // The admin port is plain HTTP.
+    let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
+    tcp.write_all(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.exit_code(), Some(0));
+}
