@@ -465,6 +465,64 @@ async fn s9_exemption_is_created_updated_and_deleted_with_events() {
     server.handle.stop().await;
 }
 
+/// A cluster that never stays quiet for the debounce time is still reconciled: with
+/// an event every 30 ms (debounce 100 ms), the exemption follows a Service's new
+/// selector within ten debounce times, while the events go on.
+#[tokio::test]
+async fn s9_a_steady_stream_of_changes_does_not_hold_passes_back() {
+    let fake = Fake::default();
+    let (api, services, _ingresses) = cluster(&fake);
+    let server = start(&api, options("replica-a", true, false)).await;
+    until("the exemption is created", || {
+        !fake.writes("POST", "/peerauthentications").is_empty()
+    })
+    .await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = tokio::spawn({
+        let (services, stop) = (services.clone(), stop.clone());
+        async move {
+            let mut reviews = captured_service("reviews");
+            let mut sent = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                sent += 1;
+                reviews["metadata"]["resourceVersion"] = json!((10_000 + sent).to_string());
+                reviews["metadata"]["labels"]["churn"] = json!(sent.to_string());
+                services.send(event_line("MODIFIED", &reviews)).unwrap();
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+            sent
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut service = captured_service("productpage");
+    service["metadata"]["resourceVersion"] = json!("760");
+    service["spec"]["selector"] = json!({"app": "productpage", "version": "v1"});
+    services.send(event_line("MODIFIED", &service)).unwrap();
+    let sent_at = std::time::Instant::now();
+    // Bounded well below the churn's length: the pass must not wait for quiet.
+    let mut updated = false;
+    while sent_at.elapsed() < Duration::from_secs(4) {
+        if !fake.writes("PUT", PA_PATH).is_empty() {
+            updated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waited = sent_at.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sent = churn.await.unwrap();
+    assert!(
+        updated,
+        "no pass within {waited:?} while events kept coming ({sent} sent)"
+    );
+    assert_eq!(
+        fake.writes("PUT", PA_PATH)[0].1["spec"]["selector"]["matchLabels"],
+        json!({"app": "productpage", "version": "v1"})
+    );
+    server.handle.stop().await;
+}
+
 /// An object of the exemption's name without the managed-by label is never
 /// changed or deleted; a warning Event says so.
 #[tokio::test]

@@ -161,7 +161,8 @@ pub struct ServeArgs {
     /// deploy/components/reconcilers.
     #[arg(long, conflicts_with = "policies", env = "MTLS_GUARD_RECONCILE_RULES")]
     pub reconcile_rules: bool,
-    /// Reconcilers: a pass runs once the cluster has been quiet this long.
+    /// Reconcilers: a pass runs once the cluster has been quiet this long (at the
+    /// latest ten times this long after the first change it has not seen).
     #[arg(long, default_value = "2s", value_parser = parse_duration_arg)]
     pub reconcile_debounce: Duration,
 }

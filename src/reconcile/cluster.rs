@@ -1,6 +1,7 @@
 //! Carries the reconcilers' plans out in the cluster (contract section 9): only
 //! the replica holding the Lease acts; a pass runs once the published snapshot
-//! has not changed for the debounce time (never from a webhook call), learnt from
+//! has not changed for the debounce time, or ten debounce times after the first
+//! change not yet passed over (never from a webhook call), learnt from
 //! [`SnapshotStore::subscribe`] as the audit learns it; each write
 //! is logged, counted through a [`ReconcileObserver`] and recorded as an Event on
 //! the object it changed.
@@ -47,9 +48,14 @@ pub struct ReconcileOptions {
     /// How long a lost holder keeps the Lease, and how long before that it renews.
     pub lease_duration: Duration,
     pub lease_grace: Duration,
-    /// A pass runs once the snapshot has been unchanged this long.
+    /// A pass runs once the snapshot has been unchanged this long, or
+    /// [`MAX_WAIT_DEBOUNCES`] times this long after the first change it has not
+    /// seen, so that a steady stream of changes does not hold passes back for ever.
     pub debounce: Duration,
 }
+
+/// How many debounce times a pass waits at most for changes to settle.
+pub const MAX_WAIT_DEBOUNCES: u32 = 10;
 
 impl ReconcileOptions {
     /// Both reconcilers off, with the defaults of `serve`'s flags.
@@ -227,6 +233,9 @@ impl Runner {
         // waits until no view has been published for the debounce time).
         let mut last: Option<Arc<View>> = None;
         let mut changed_at = Instant::now();
+        // The first change since the last pass: a pass waits at most
+        // MAX_WAIT_DEBOUNCES debounce times after it.
+        let mut first_change_at: Option<Instant> = None;
         let mut retry_at: Option<Instant> = None;
         loop {
             // When a pass is due, if one is.
@@ -236,7 +245,10 @@ impl Runner {
                 {
                     // The first pass of a holder does not wait.
                     let quiet = if last.is_some() {
-                        changed_at + self.options.debounce
+                        let settled = changed_at + self.options.debounce;
+                        first_change_at.map_or(settled, |first| {
+                            settled.min(first + self.options.debounce * MAX_WAIT_DEBOUNCES)
+                        })
                     } else {
                         Instant::now()
                     };
@@ -253,6 +265,7 @@ impl Runner {
                 if ok {
                     last = Some(current);
                     retry_at = None;
+                    first_change_at = None;
                 } else {
                     retry_at =
                         Some(Instant::now() + self.options.debounce.max(Duration::from_secs(5)));
@@ -285,6 +298,7 @@ impl Runner {
                         return;
                     }
                     changed_at = Instant::now();
+                    first_change_at.get_or_insert(changed_at);
                 }
                 _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {}
             }
