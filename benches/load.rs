@@ -805,10 +805,9 @@ async fn events(duration: Duration, concurrencies: Vec<usize>) {
                 let busy = client.run(&url, &body, c, duration).await;
                 let _ = stop_tx.send(true);
                 let applied = churner.await.unwrap();
-                let audited = audits(&real.handle) - audits_before;
-                let before = audits(&real.handle);
+                let audits_after = audits(&real.handle);
                 real.handle.snapshots().publish(base.clone());
-                settle(before).await;
+                settle(audits_after).await;
                 sums[0] += quiet.throughput;
                 sums[1] += busy.throughput;
                 println!(
@@ -820,7 +819,7 @@ async fn events(duration: Duration, concurrencies: Vec<usize>) {
                     busy.p50_ms,
                     busy.p99_ms,
                     applied as f64 / busy.elapsed.as_secs_f64(),
-                    audited,
+                    audits_after - audits_before,
                     100.0 * busy.throughput / quiet.throughput,
                     if quiet.errors + busy.errors > 0 { "  ERRORS" } else { "" }
                 );

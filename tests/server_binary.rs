@@ -919,14 +919,12 @@ async fn fuzz_corpus_bodies_over_https_get_the_pure_functions_answers() {
         answers > 0 && http_errors > 0,
         "{answers} answers, {http_errors} errors"
     );
-    // The admin port is plain HTTP.
-    let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
-    tcp.write_all(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    let ready = plain_client()
+        .get(format!("http://{admin}/readyz"))
+        .send()
         .await
         .unwrap();
-    let mut text = String::new();
-    tcp.read_to_string(&mut text).await.unwrap();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(ready.status(), 200, "still ready after the corpus");
     server.signal(libc::SIGTERM);
     assert_eq!(server.exit_code(), Some(0));
 }
